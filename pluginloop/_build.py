@@ -1,0 +1,126 @@
+"""Building the Runner's parts from configs: optimizer, schedulers and the hook list.
+
+Everything here runs in the Runner constructor, so every mistake surfaces before any data
+is read, as a ConfigError naming the key path and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pluginloop.errors import ConfigError
+from pluginloop.registry import Registry, build_from_config
+
+__all__ = ["ParamScheduler", "build_optimizer", "build_schedulers", "hook_configs", "SCHEDULERS"]
+
+#: Scheduler classes by name: every ``torch.optim.lr_scheduler`` class, plus registered ones.
+SCHEDULERS = Registry("SCHEDULERS")
+
+
+def _torch_classes(module: Any, base: type) -> dict[str, type]:
+    return {
+        name: obj for name in dir(module)
+        if isinstance(obj := getattr(module, name), type) and issubclass(obj, base) and obj is not base
+    }
+
+
+_OPTIMIZERS = _torch_classes(torch.optim, torch.optim.Optimizer)
+_LR_SCHEDULERS = {
+    **_torch_classes(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler),
+    "ReduceLROnPlateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
+}
+SCHEDULERS.fallbacks.append(_LR_SCHEDULERS.get)
+SCHEDULERS.extra_names.append(_LR_SCHEDULERS.keys)
+
+
+def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer | None:
+    """An optimizer as given, or built from ``dict(type='SGD', lr=...)`` over trainable parameters."""
+    if cfg is None or isinstance(cfg, torch.optim.Optimizer):
+        return cfg
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(
+            f"expected a torch.optim.Optimizer or a dict(type=..., lr=...), got {type(cfg).__name__}",
+            "optimizer",
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer: torch.optim.Optimizer = build_from_config(
+        cfg, _OPTIMIZERS.get, _OPTIMIZERS, "optimizer", "optimizer", params=params
+    )
+    return optimizer
+
+
+@dataclasses.dataclass
+class ParamScheduler:
+    """A scheduler and when ParamSchedulerHook steps it.
+
+    ``by_epoch``: after each train epoch (True) or iteration (False). Active for steps in
+    ``[begin, end)`` (epochs or iterations). ``monitor``: the validation metric a plateau
+    scheduler steps with.
+    """
+
+    scheduler: Any
+    by_epoch: bool = True
+    begin: int = 0
+    end: int | None = None
+    monitor: str = "loss"
+
+
+def build_schedulers(cfg: Any, optimizer: torch.optim.Optimizer | None) -> list[ParamScheduler]:
+    """Schedulers from a dict, a list of dicts, scheduler objects or ParamScheduler entries."""
+    if cfg is None:
+        return []
+    items = cfg if isinstance(cfg, (list, tuple)) else [cfg]
+    out = []
+    for i, item in enumerate(items):
+        key = f"scheduler[{i}]" if isinstance(cfg, (list, tuple)) else "scheduler"
+        if isinstance(item, ParamScheduler):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            if optimizer is None:
+                raise ConfigError("a scheduler config needs an optimizer: pass optimizer=", key)
+            kwargs = dict(item)
+            entry = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(ParamScheduler) if f.name in kwargs}
+            for name in ("begin", "end"):
+                if entry.get(name) is not None and not isinstance(entry[name], int):
+                    raise ConfigError(f"{name} must be an int (a step count)", f"{key}.{name}")
+            scheduler = build_from_config(
+                kwargs, SCHEDULERS.get, SCHEDULERS.names(), key, "scheduler", optimizer=optimizer
+            )
+            out.append(ParamScheduler(scheduler, **entry))
+        elif hasattr(item, "step") and hasattr(item, "state_dict"):
+            out.append(ParamScheduler(item))
+        else:
+            raise ConfigError(f"expected a scheduler config dict or object, got {type(item).__name__}", key)
+    return out
+
+
+def hook_configs(
+    defaults: Mapping[str, Any], default_hooks: Mapping[str, Any] | None, custom_hooks: Any
+) -> list[tuple[str, Any]]:
+    """``(key path, config or hook)`` in registration order: merged defaults, then custom hooks.
+
+    ``default_hooks`` is merged over ``defaults``; a ``None`` value removes that default.
+    ``custom_hooks`` is a list, or a single dict / hook.
+    """
+    merged = dict(defaults)
+    if default_hooks is not None:
+        if not isinstance(default_hooks, Mapping):
+            raise ConfigError(
+                f"expected a dict of name -> hook config, got {type(default_hooks).__name__}",
+                "default_hooks",
+            )
+        merged.update(default_hooks)
+    out = [(f"default_hooks.{k}", v) for k, v in merged.items() if v is not None]
+    if custom_hooks is None:
+        customs: Sequence[Any] = []
+    elif isinstance(custom_hooks, (list, tuple)):
+        customs = custom_hooks
+    else:
+        customs = [custom_hooks]  # the design document's dict(dict(...)) is one dict
+    out += [(f"custom_hooks[{i}]", c) for i, c in enumerate(customs)]
+    return out

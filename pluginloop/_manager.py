@@ -1,0 +1,223 @@
+"""pluggy's PluginManager, made to call implementations in pluginloop's exact order.
+
+pluggy alone knows three bands (tryfirst / normal / trylast) and calls equal impls
+last-registered first. pluginloop promises nine levels and first-registered-first ties, so
+each impl carries ``priority`` and ``seq`` in its opts and, after every (un)registration,
+each hook caller's impl list is re-sorted by them. ``pm.hook.<point>(...)`` then runs in
+exactly the loop's order, and pluggy's wrappers and call monitoring keep working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast, overload
+
+import pluggy
+
+from pluginloop import hookspecs
+from pluginloop.errors import PluginValidationError
+from pluginloop.hooks.base import Hook
+from pluginloop.hookspecs import HOOK_POINTS, PROJECT_NAME
+from pluginloop.priority import Priority, PriorityLike, get_priority, priority_name
+
+__all__ = ["PluginManager", "hookimpl"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_marker = pluggy.HookimplMarker(PROJECT_NAME)
+_PRIORITY_ATTR = "pluginloop_priority"
+# A documented meaning for pluggy's flags on the nine-level scale: before / after every
+# built-in (HIGH .. VERY_LOW), leaving HIGHEST and LOWEST to explicit priorities.
+TRYFIRST_PRIORITY = Priority.VERY_HIGH
+TRYLAST_PRIORITY = Priority.VERY_LOW
+
+
+@overload
+def hookimpl(function: F) -> F: ...
+@overload
+def hookimpl(
+    function: None = None,
+    *,
+    priority: PriorityLike | None = None,
+    tryfirst: bool = False,
+    trylast: bool = False,
+    wrapper: bool = False,
+    hookwrapper: bool = False,
+    optionalhook: bool = False,
+    specname: str | None = None,
+) -> Callable[[F], F]: ...
+def hookimpl(
+    function: F | None = None,
+    *,
+    priority: PriorityLike | None = None,
+    tryfirst: bool = False,
+    trylast: bool = False,
+    wrapper: bool = False,
+    hookwrapper: bool = False,
+    optionalhook: bool = False,
+    specname: str | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a function as the implementation of the hook point of its name (pluggy style).
+
+    ``priority`` (a ``Priority``, 0..100 or a level name) sets this impl's priority,
+    overriding its plugin's. Without it ``tryfirst=True`` means VERY_HIGH (before every
+    built-in) and ``trylast=True`` VERY_LOW (with CheckpointHook, after it when registered
+    later). ``wrapper=True`` impls wrap the point in priority order (lower value = outer).
+    """
+    value = None if priority is None else get_priority(priority)  # bad priority: fail now
+
+    def mark(func: F) -> F:
+        if value is not None:
+            setattr(func, _PRIORITY_ATTR, value)
+        marked: F = _marker(
+            tryfirst=tryfirst,
+            trylast=trylast,
+            wrapper=wrapper,
+            hookwrapper=hookwrapper,
+            optionalhook=optionalhook,
+            specname=specname,
+        )(func)
+        return marked
+
+    return mark(function) if function is not None else mark
+
+
+def _sort_key(impl: pluggy.HookImpl) -> tuple[int, int]:
+    opts = cast(dict[str, Any], impl.opts)
+    return opts.get("priority", Priority.NORMAL), opts.get("seq", 1 << 62)
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class PluginManager(pluggy.PluginManager):
+    """The registry and event bus of one Runner; see the module docstring for ordering."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self._seq = itertools.count()
+        self._priority = int(Priority.NORMAL)
+        self._points: tuple[str, ...] | None = None
+        self._current_seq = 0
+
+    # pluggy calls this for every attribute of a plugin during register().
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None:
+            if self._points is None or name not in self._points:
+                return None
+            opts = {}  # an overridden method of a Hook subclass
+        opts = dict(opts)
+        function = getattr(plugin, name)
+        value = getattr(function, _PRIORITY_ATTR, None)
+        if value is None:
+            if opts.get("tryfirst"):
+                value = TRYFIRST_PRIORITY
+            elif opts.get("trylast"):
+                value = TRYLAST_PRIORITY
+            else:
+                value = self._priority
+        # Keep pluggy's own bands consistent with the exact order, so that anything that
+        # inserts by pluggy's rules lands in the right band before the re-sort.
+        opts.update(
+            priority=int(value), seq=self._current_seq,
+            tryfirst=value < Priority.NORMAL, trylast=value > Priority.NORMAL,
+        )
+        return opts
+
+    def register(
+        self, plugin: Any, name: str | None = None, priority: PriorityLike | None = None
+    ) -> str | None:
+        """Register ``plugin`` (a Hook, or an object/module with ``@hookimpl`` functions).
+
+        Its priority: ``priority`` if given, else its ``priority`` attribute, else NORMAL.
+        Everything is validated first: a plugin that fails leaves nothing registered.
+        """
+        label = name or self.get_canonical_name(plugin)
+        if self.has_plugin(label):
+            raise PluginValidationError(
+                plugin, f"a plugin named {label!r} is already registered; give this one another name"
+            )
+        try:
+            value = get_priority(priority if priority is not None else getattr(plugin, "priority", Priority.NORMAL))
+        except (TypeError, ValueError) as exc:
+            raise PluginValidationError(plugin, f"plugin {label!r}: {exc}") from None
+        self._priority, self._current_seq = value, next(self._seq)
+        self._points = plugin.hook_points() if isinstance(plugin, Hook) else None
+        try:
+            self._validate(plugin, label)
+            registered = super().register(plugin, label)
+        finally:
+            self._points = None
+        self._sort()
+        return registered
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        """Remove a plugin (by object or name); the remaining order is unchanged."""
+        removed = super().unregister(plugin, name)
+        self._sort()
+        return removed
+
+    def _validate(self, plugin: Any, label: str) -> None:
+        """Reject unknown hook names (with a suggestion) and arguments a point does not have."""
+        for attr in dir(plugin):
+            if attr.startswith("_"):
+                continue
+            opts = self.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                # A Hook method that is a near miss of a point would silently never run.
+                if isinstance(plugin, Hook) and not hasattr(Hook, attr):
+                    hint = _did_you_mean(attr, HOOK_POINTS)
+                    if hint and callable(getattr(plugin, attr, None)):
+                        raise PluginValidationError(
+                            plugin, f"plugin {label!r}: method {attr!r} is not a hook point{hint}"
+                        )
+                continue
+            point = opts.get("specname") or attr
+            if point not in HOOK_POINTS:
+                raise PluginValidationError(
+                    plugin,
+                    f"plugin {label!r}: {attr!r} is marked as a hook implementation but "
+                    f"{point!r} is not a hook point{_did_you_mean(point, HOOK_POINTS)}",
+                )
+            spec_args = self.hook.__dict__[point].spec.argnames
+            params = inspect.signature(getattr(plugin, attr)).parameters
+            extra = [p for p in params if p not in spec_args]
+            if extra:
+                raise PluginValidationError(
+                    plugin,
+                    f"plugin {label!r}: {point}() takes no argument {extra[0]!r}"
+                    f"{_did_you_mean(extra[0], spec_args)} (it is called with {', '.join(spec_args)})",
+                )
+
+    def _sort(self) -> None:
+        # pluggy walks the list from the end: reverse-sorted puts the lowest
+        # (priority, seq) last, i.e. first called. Wrappers stay after plain impls.
+        for caller in self.hook.__dict__.values():
+            if not isinstance(caller, pluggy.HookCaller):
+                continue
+            impls = caller._hookimpls
+            plain = [i for i in impls if not (i.wrapper or i.hookwrapper)]
+            wrappers = [i for i in impls if i.wrapper or i.hookwrapper]
+            impls[:] = sorted(plain, key=_sort_key, reverse=True) + sorted(
+                wrappers, key=_sort_key, reverse=True
+            )
+
+    def ordered_impls(self, point: str) -> Iterator[tuple[str, int]]:
+        """(plugin name, priority) of the impls of ``point`` in call order, wrappers first."""
+        impls = self.hook.__dict__[point].get_hookimpls()
+        for impl in reversed(impls):
+            yield impl.plugin_name, _sort_key(impl)[0]
+
+    def hooks_info(self) -> dict[str, list[str]]:
+        """Per hook point, ``"name (PRIORITY)"`` for each impl in call order."""
+        return {
+            point: [f"{name} ({priority_name(p)})" for name, p in self.ordered_impls(point)]
+            for point in HOOK_POINTS
+        }
