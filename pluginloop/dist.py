@@ -222,9 +222,9 @@ def reduce_weighted_means(
 ) -> dict[str, float]:
     """Global means from each rank's means over ``weight`` samples, identical on every rank.
 
-    One all_reduce of one float64 tensor. Every rank must pass the same names: the same
-    number of other names raises DistributedError, another number fails in the collective.
-    A total weight of zero gives NaN.
+    One all_reduce of one float64 tensor. Every rank must pass the same names: other names
+    raise DistributedError; another number of names may instead fail (gloo) or hang (NCCL)
+    in the collective. A total weight of zero gives NaN.
     """
     if not is_distributed():
         return {name: float(v) for name, v in values.items()}
@@ -339,10 +339,9 @@ def shard_dataloader(
         return loader
     # Only "every index once, in order or shuffled" survives the swap to a DistributedSampler;
     # silently replacing a weighted sampler or a bucketing batch sampler would change training.
+    size = len(dataset)  # type: ignore[arg-type]  # not iterable, so map-style: sized
     plain = type(sampler) is SequentialSampler or (
-        type(sampler) is RandomSampler
-        and not sampler.replacement
-        and sampler.num_samples == len(dataset)  # type: ignore[arg-type]  # map-style: sized
+        type(sampler) is RandomSampler and not sampler.replacement and sampler.num_samples == size
     )
     if not plain or (batch_sampler is not None and type(batch_sampler) is not BatchSampler):
         raise DistributedError(
