@@ -22,9 +22,9 @@ import torch
 
 from pluginloop.errors import CheckpointError
 
-FORMAT = 1
-RECORD_SUFFIX = ".meta.json"
-POINTER_NAME = "last_checkpoint"
+_FORMAT = 1
+_RECORD_SUFFIX = ".meta.json"
+_POINTER_NAME = "last_checkpoint"
 _RESERVED = frozenset({"format", "file", "size", "sha256"})
 _TEMP_NAME = re.compile(r"^\..+\.tmp-\d+$")
 # EDQUOT (quota exceeded) is "disk full" for the user too; Windows has no EDQUOT.
@@ -67,7 +67,7 @@ class _HashingWriter:
 
 
 def _record_path(path: Path) -> Path:
-    return path.with_name(path.name + RECORD_SUFFIX)
+    return path.with_name(path.name + _RECORD_SUFFIX)
 
 
 def _temp_path(path: Path) -> Path:
@@ -146,12 +146,7 @@ def save_checkpoint(
             sink = _HashingWriter(file)
             torch.save(state, cast(IO[bytes], sink))
             _sync(file)
-        record = {
-            "format": FORMAT,
-            "file": path.name,
-            "size": sink.size,
-            "sha256": sink.sha256.hexdigest(),
-        }
+        record = {"format": _FORMAT, "file": path.name, "size": sink.size, "sha256": sink.sha256.hexdigest()}
         _write_temp(record_tmp, json.dumps({**record, **meta}, indent=1).encode())
         # Both temps are complete before either rename, so a failure up to here leaves the
         # old pair untouched. The record goes last: for a new name it marks the checkpoint
@@ -175,12 +170,10 @@ def write_pointer(work_dir: str | os.PathLike[str], target: Path) -> None:
     Call it only after :func:`save_checkpoint` returned, and delete old checkpoints only
     after it returned, so that the pointer never names a missing or partial file.
     """
-    pointer = Path(work_dir) / POINTER_NAME
+    pointer = Path(work_dir) / _POINTER_NAME
     target = Path(target).absolute()
     if not target.is_file():
-        raise CheckpointError(
-            f"refusing to point {pointer} at {target}, which does not exist", target
-        )
+        raise CheckpointError(f"refusing to point {pointer} at {target}, which does not exist", target)
     data = f"{target}\n".encode()
     tmp = _temp_path(pointer)
     try:
@@ -197,7 +190,7 @@ def read_pointer(work_dir: str | os.PathLike[str]) -> Path | None:
     A relative path (a hand-written pointer) is taken relative to ``work_dir``.
     """
     try:
-        text = (Path(work_dir) / POINTER_NAME).read_text().strip()
+        text = (Path(work_dir) / _POINTER_NAME).read_text().strip()
     except FileNotFoundError:
         return None
     return Path(work_dir) / text if text else None
@@ -230,14 +223,17 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     except (OSError, ValueError) as exc:
         raise _damaged(path, f"has an unreadable record {record_path.name}: {exc}") from exc
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise _damaged(path, f"has a record {record_path.name} that is not format {FORMAT}")
+    if not isinstance(record, dict) or record.get("format") != _FORMAT:
+        raise _damaged(path, f"has a record {record_path.name} that is not format {_FORMAT}")
     recorded, sha256 = record.get("size"), record.get("sha256")
     if size != recorded:
         problem = "truncated" if isinstance(recorded, int) and size < recorded else "resized"
         raise _damaged(path, f"{problem}: {size} bytes on disk, {recorded} recorded")
-    with open(path, "rb") as file:  # one streaming read, in chunks: checkpoints can be large
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    sha = hashlib.sha256()
+    with open(path, "rb") as file:  # one streaming read: checkpoints can be larger than memory
+        while chunk := file.read(1 << 20):
+            sha.update(chunk)
+    digest = sha.hexdigest()
     if digest != sha256:
         raise _damaged(path, f"content altered: sha256 {digest} on disk, {sha256} recorded")
     return record
@@ -271,19 +267,19 @@ def _order(checkpoint: Path) -> tuple[int, int, float]:
         record = json.loads(_record_path(checkpoint).read_text())
     except (OSError, ValueError):
         record = {}  # a damaged record still lists its file, so that resume reports it
-    record = record if isinstance(record, dict) else {}
-    step, epoch = (
-        value if isinstance(value, int) else -1
-        for value in (record.get("step"), record.get("epoch"))
+    step, epoch = (record.get(key) if isinstance(record, dict) else None for key in ("step", "epoch"))
+    return (
+        step if isinstance(step, int) else -1,
+        epoch if isinstance(epoch, int) else -1,
+        checkpoint.stat().st_mtime,
     )
-    return step, epoch, checkpoint.stat().st_mtime
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
     """Checkpoints in ``directory`` that have a record, oldest first by step, epoch, then mtime."""
     found = []
-    for record in Path(directory).glob("*" + RECORD_SUFFIX):
-        checkpoint = record.with_name(record.name[: -len(RECORD_SUFFIX)])
+    for record in Path(directory).glob("*" + _RECORD_SUFFIX):
+        checkpoint = record.with_name(record.name[: -len(_RECORD_SUFFIX)])
         if checkpoint.is_file():
             found.append((_order(checkpoint), checkpoint))
     return [checkpoint for _, checkpoint in sorted(found)]
@@ -305,7 +301,7 @@ def find_resumable(
         candidates = [pointer] + [c for c in candidates if c.resolve() != pointer.resolve()]
     elif pointer is not None:
         warnings.warn(
-            f"{pointer_dir / POINTER_NAME} names {pointer}, which does not exist; "
+            f"{pointer_dir / _POINTER_NAME} names {pointer}, which does not exist; "
             f"looking for the newest verified checkpoint in {directory} instead",
             CheckpointWarning,
             stacklevel=2,

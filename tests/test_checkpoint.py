@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,7 +118,7 @@ def test_meta_cannot_overwrite_the_records_own_keys(tmp_path: Path) -> None:
 
 
 def test_unserializable_state_raises_checkpoint_error_and_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="a.pth") as info:
+    with pytest.raises(CheckpointError, match=r"a\.pth") as info:
         save_checkpoint({"fn": lambda: 0}, tmp_path / "a.pth")
 
     assert info.value.__cause__ is not None
@@ -180,9 +181,7 @@ def _delete(path: Path) -> None:
 DAMAGE = [
     pytest.param(_truncate, r"truncated: \d+ bytes on disk, \d+ recorded", id="truncated"),
     pytest.param(_empty, r"empty \(0 bytes\)", id="zero-length"),
-    pytest.param(
-        _flip_middle_byte, r"content altered: sha256 \w+ on disk, \w+ recorded", id="flip"
-    ),
+    pytest.param(_flip_middle_byte, r"content altered: sha256 \w+ on disk, \w+ recorded", id="flip"),
     pytest.param(_append, r"resized: \d+ bytes on disk, \d+ recorded", id="appended"),
     pytest.param(_drop_record, r"has no record .*verify=False", id="no-record"),
     pytest.param(_delete, r"is missing", id="missing"),
@@ -229,7 +228,7 @@ def test_unloadable_file_raises_checkpoint_error_naming_it(tmp_path: Path) -> No
     path = tmp_path / "garbage.pth"
     path.write_bytes(b"not a zip file at all")
 
-    with pytest.raises(CheckpointError, match="garbage.pth.*cannot be loaded") as info:
+    with pytest.raises(CheckpointError, match=r"garbage\.pth .*cannot be loaded") as info:
         load_checkpoint(path, verify=False)
     assert info.value.__cause__ is not None
 
@@ -278,8 +277,7 @@ def test_find_resumable_prefers_the_pointer(tmp_path: Path) -> None:
 
 def test_find_resumable_falls_back_from_damaged_newest_with_a_warning(tmp_path: Path) -> None:
     paths = [
-        save_checkpoint(_state(float(i)), tmp_path / f"epoch_{i}.pth", meta={"epoch": i})
-        for i in (1, 2, 3)
+        save_checkpoint(_state(float(i)), tmp_path / f"epoch_{i}.pth", meta={"epoch": i}) for i in (1, 2, 3)
     ]
     write_pointer(tmp_path, paths[-1])
     _truncate(paths[-1])
@@ -353,6 +351,36 @@ def test_remove_stale_temp_files_removes_only_temp_files(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fsynced fds")
+def test_save_syncs_each_file_before_renaming_it_and_the_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fsync(fd)
+
+    def replace(src: Path, dst: Path) -> None:
+        events.append(("replace", f"{Path(src).name} -> {Path(dst).name}"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint(_state(), tmp_path / "e.pth")
+
+    pid = os.getpid()
+    assert events == [
+        ("fsync", f".e.pth.tmp-{pid}"),
+        ("fsync", f".e.pth.meta.json.tmp-{pid}"),
+        ("replace", f".e.pth.tmp-{pid} -> e.pth"),
+        ("fsync", tmp_path.name),
+        ("replace", f".e.pth.meta.json.tmp-{pid} -> e.pth.meta.json"),
+        ("fsync", tmp_path.name),
+    ]
+
+
 # -- full disk -------------------------------------------------------------------------------
 
 
@@ -361,8 +389,11 @@ class _FillingDisk:
 
     def __init__(self, budget: int, code: int, only: str = "") -> None:
         self.budget, self.code, self.only = budget, code, only
+        self.written: list[Path] = []
 
     def open(self, file: Path, mode: str = "r") -> io.FileIO:
+        if "w" in mode:
+            self.written.append(Path(file))
         if "w" not in mode or self.only not in str(file):
             return io.FileIO(file, mode.replace("b", ""))
         disk = self
@@ -379,29 +410,28 @@ class _FillingDisk:
 
 
 @pytest.fixture(params=[errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
-def fill_disk(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., None]:
+def fill_disk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Callable[..., _FillingDisk]:
     """``fill(budget, only)``: writes to files whose path contains ``only`` fail after ``budget`` bytes."""
 
-    def fill(budget: int, only: str = "") -> None:
+    def fill(budget: int, only: str = "") -> _FillingDisk:
         disk = _FillingDisk(budget, request.param, only)
         # The module looks `open` up in its globals first, so this reaches every write it makes.
         monkeypatch.setattr(ckpt, "open", disk.open, raising=False)
+        return disk
 
     return fill
 
 
 @pytest.mark.parametrize("which", ["checkpoint", "record"])
 def test_full_disk_says_no_space_and_keeps_the_previous_checkpoint(
-    tmp_path: Path, fill_disk: Callable[..., None], which: str
+    tmp_path: Path, fill_disk: Callable[..., _FillingDisk], which: str
 ) -> None:
     previous = save_checkpoint(_state(1.0), tmp_path / "epoch_1.pth", meta={"epoch": 1})
     numel = 1_000_000  # 4 MB of tensor data
     if which == "checkpoint":
-        fill_disk(budget=1_000_000, only="epoch_2.pth.tmp")  # fails partway through torch.save
+        disk = fill_disk(budget=1_000_000, only="epoch_2.pth.tmp")  # fails partway through torch.save
     else:
-        fill_disk(budget=0, only="meta.json.tmp")  # the checkpoint fits, its record does not
+        disk = fill_disk(budget=0, only="meta.json.tmp")  # the checkpoint fits, its record does not
 
     with pytest.raises(CheckpointError, match="no space left on device") as info:
         save_checkpoint(_state(2.0, numel=numel), tmp_path / "epoch_2.pth", meta={"epoch": 2})
@@ -414,20 +444,22 @@ def test_full_disk_says_no_space_and_keeps_the_previous_checkpoint(
     assert isinstance(info.value.__cause__, OSError)
     assert info.value.__cause__.errno in (errno.ENOSPC, errno.EDQUOT)
     assert _debris(tmp_path) == []
+    # Staged beside the target, never in the system temp dir (a move from there is a copy).
+    assert disk.written and {p.parent for p in disk.written} == {tmp_path}
     assert not (tmp_path / "epoch_2.pth").exists()
     verify_checkpoint(previous)
     assert load_checkpoint(previous)["model"]["weight"][0] == 1.0
 
 
 def test_full_disk_while_writing_the_pointer_keeps_the_old_pointer(
-    tmp_path: Path, fill_disk: Callable[..., None]
+    tmp_path: Path, fill_disk: Callable[..., _FillingDisk]
 ) -> None:
     first = save_checkpoint(_state(), tmp_path / "epoch_1.pth")
     write_pointer(tmp_path, first)
     second = save_checkpoint(_state(), tmp_path / "epoch_2.pth")
     fill_disk(budget=0, only="last_checkpoint")
 
-    with pytest.raises(CheckpointError, match="no space left on device.*last_checkpoint"):
+    with pytest.raises(CheckpointError, match=r"no space left on device .*last_checkpoint"):
         write_pointer(tmp_path, second)
 
     assert read_pointer(tmp_path) == first.absolute()
@@ -435,13 +467,11 @@ def test_full_disk_while_writing_the_pointer_keeps_the_old_pointer(
 
 
 def test_rotation_with_one_kept_checkpoint_survives_a_failed_save(
-    tmp_path: Path, fill_disk: Callable[..., None]
+    tmp_path: Path, fill_disk: Callable[..., _FillingDisk]
 ) -> None:
     def save_and_rotate(epoch: int) -> None:
         # The order CheckpointHook uses: save, then move the pointer, then delete old ones.
-        path = save_checkpoint(
-            _state(float(epoch)), tmp_path / f"epoch_{epoch}.pth", meta={"epoch": epoch}
-        )
+        path = save_checkpoint(_state(float(epoch)), tmp_path / f"epoch_{epoch}.pth", meta={"epoch": epoch})
         write_pointer(tmp_path, path)
         for old in list_checkpoints(tmp_path)[:-1]:
             remove_checkpoint(old)
@@ -487,11 +517,12 @@ _SAVER = textwrap.dedent(
 )
 
 
-def _read_until(stream: Any, word: str) -> list[str]:
-    while line := stream.readline().decode():
+def _read_until(child: subprocess.Popen[bytes], word: str, stderr: Path) -> list[str]:
+    assert child.stdout is not None
+    while line := child.stdout.readline().decode():
         if line.startswith(word):
             return line.split()
-    pytest.fail(f"the saving process exited before printing {word!r}")
+    pytest.fail(f"the saving process exited before printing {word!r}:\n{stderr.read_text()}")
 
 
 @pytest.mark.slow
@@ -505,21 +536,23 @@ def test_kill_9_during_saves_never_leaves_a_torn_resumable_checkpoint(tmp_path: 
     debris_seen = 0
     # Kill at the start of a save, in its middle and near its end (fractions of a save's time).
     for round_, fraction in enumerate([0.05, 0.5, 0.95]):
-        child = subprocess.Popen(
-            [sys.executable, "-c", _SAVER, str(directory), str(100 * round_)],
-            stdout=subprocess.PIPE,
-            stderr=(tmp_path / f"stderr-{round_}.txt").open("wb"),
-            bufsize=0,  # unbuffered: readline reads only up to the line it returns
-            env=env,
-        )
-        watchdog = threading.Timer(60, child.kill)
+        stderr = tmp_path / f"stderr-{round_}.txt"
+        with stderr.open("wb") as stderr_file:
+            child = subprocess.Popen(
+                [sys.executable, "-c", _SAVER, str(directory), str(100 * round_)],
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                bufsize=0,  # unbuffered: readline reads only up to the line it returns
+                env=env,
+            )
+        watchdog = threading.Timer(60, child.kill)  # a hung child fails the test, not CI
         watchdog.start()
         try:
-            seconds = float(_read_until(child.stdout, "saved")[2])  # one complete save first
-            _read_until(child.stdout, "saving")
+            seconds = float(_read_until(child, "saved", stderr)[2])  # one complete save first
+            _read_until(child, "saving", stderr)
             time.sleep(fraction * seconds)
             child.send_signal(signal.SIGKILL)
-            assert child.wait() == -signal.SIGKILL, (tmp_path / f"stderr-{round_}.txt").read_text()
+            assert child.wait() == -signal.SIGKILL, stderr.read_text()
         finally:
             watchdog.cancel()
             child.kill()
@@ -527,7 +560,9 @@ def test_kill_9_during_saves_never_leaves_a_torn_resumable_checkpoint(tmp_path: 
             assert child.stdout is not None
             child.stdout.close()
 
-        debris_seen += bool(remove_stale_temp_files(directory))
+        removed = remove_stale_temp_files(directory)
+        print(f"kill at {fraction:.0%} of a save removed {[p.name for p in removed]}")
+        debris_seen += bool(removed)
         assert _debris(directory) == []
         for path in list_checkpoints(directory):
             verify_checkpoint(path)
@@ -543,3 +578,4 @@ def test_kill_9_during_saves_never_leaves_a_torn_resumable_checkpoint(tmp_path: 
             assert torch.all(tensor == step)
 
     assert debris_seen, "no kill landed in the middle of a write; the test proved nothing"
+    shutil.rmtree(directory)  # ~600 MB; pytest keeps the last runs' tmp_path around
