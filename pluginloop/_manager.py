@@ -85,6 +85,9 @@ def hookimpl(
     return mark(function) if function is not None else mark
 
 
+_FILLED_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def _sort_key(impl: pluggy.HookImpl) -> tuple[int, int]:
     opts = cast(dict[str, Any], impl.opts)
     return opts.get("priority", Priority.NORMAL), opts.get("seq", 1 << 62)
@@ -107,13 +110,12 @@ class PluginManager(pluggy.PluginManager):
         self._current_seq = 0
 
     # pluggy calls this for every attribute of a plugin during register().
-    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
-        opts = super().parse_hookimpl_opts(plugin, name)
-        if opts is None:
-            if self._points is None or name not in self._points:
-                return None
-            opts = {}  # an overridden method of a Hook subclass
-        opts = dict(opts)
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
+        marked = super().parse_hookimpl_opts(plugin, name)
+        if marked is None and (self._points is None or name not in self._points):
+            return None
+        # An unmarked point of a Hook subclass gets pluggy's defaults (normalize_hookimpl_opts).
+        opts: dict[str, Any] = dict(marked or {})
         function = getattr(plugin, name)
         value = getattr(function, _PRIORITY_ATTR, None)
         if value is None:
@@ -129,7 +131,8 @@ class PluginManager(pluggy.PluginManager):
             priority=int(value), seq=self._current_seq,
             tryfirst=value < Priority.NORMAL, trylast=value > Priority.NORMAL,
         )
-        return opts
+        # pluggy keeps unknown keys in HookImpl.opts, where _sort_key reads them back.
+        return cast(pluggy.HookimplOpts, opts)
 
     def register(
         self, plugin: Any, name: str | None = None, priority: PriorityLike | None = None
@@ -144,14 +147,24 @@ class PluginManager(pluggy.PluginManager):
             raise PluginValidationError(
                 plugin, f"a plugin named {label!r} is already registered; give this one another name"
             )
+        if priority is None:
+            priority = getattr(plugin, "priority", Priority.NORMAL)
         try:
-            value = get_priority(priority if priority is not None else getattr(plugin, "priority", Priority.NORMAL))
+            value = get_priority(priority)
         except (TypeError, ValueError) as exc:
             raise PluginValidationError(plugin, f"plugin {label!r}: {exc}") from None
         self._priority, self._current_seq = value, next(self._seq)
         self._points = plugin.hook_points() if isinstance(plugin, Hook) else None
         try:
-            self._validate(plugin, label)
+            if not self._validate(plugin, label) and not isinstance(plugin, Hook):
+                # pluggy accepts anything; a str, a number or an unmarked module would be a
+                # plugin that silently does nothing.
+                raise PluginValidationError(
+                    plugin,
+                    f"plugin {label!r} ({plugin!r}) implements no hook point: register a Hook "
+                    "instance, an object or module with @pluginloop.hookimpl functions, or a "
+                    "config dict(type=...)",
+                )
             registered = super().register(plugin, label)
         finally:
             self._points = None
@@ -164,21 +177,24 @@ class PluginManager(pluggy.PluginManager):
         self._sort()
         return removed
 
-    def _validate(self, plugin: Any, label: str) -> None:
-        """Reject unknown hook names (with a suggestion) and arguments a point does not have."""
-        for attr in dir(plugin):
-            if attr.startswith("_"):
-                continue
+    def _validate(self, plugin: Any, label: str) -> int:
+        """Reject unknown hook names (with a suggestion) and arguments a point does not have.
+
+        Returns the number of hook implementations found.
+        """
+        found = 0
+        for attr in dir(plugin):  # all of them, as pluggy: a marked _name with specname counts
             opts = self.parse_hookimpl_opts(plugin, attr)
             if opts is None:
                 # A Hook method that is a near miss of a point would silently never run.
-                if isinstance(plugin, Hook) and not hasattr(Hook, attr):
+                if isinstance(plugin, Hook) and not attr.startswith("_") and not hasattr(Hook, attr):
                     hint = _did_you_mean(attr, HOOK_POINTS)
                     if hint and callable(getattr(plugin, attr, None)):
                         raise PluginValidationError(
                             plugin, f"plugin {label!r}: method {attr!r} is not a hook point{hint}"
                         )
                 continue
+            found += 1
             point = opts.get("specname") or attr
             if point not in HOOK_POINTS:
                 raise PluginValidationError(
@@ -188,6 +204,15 @@ class PluginManager(pluggy.PluginManager):
                 )
             spec_args = self.hook.__dict__[point].spec.argnames
             params = inspect.signature(getattr(plugin, attr)).parameters
+            # pluggy fills only named positional parameters: a keyword-only one would always
+            # keep its default and *args / **kwargs would stay empty, silently.
+            unfilled = [p for p in params.values() if p.kind not in _FILLED_KINDS]
+            if unfilled:
+                raise PluginValidationError(
+                    plugin,
+                    f"plugin {label!r}: {point}() parameter {str(unfilled[0])!r} is never passed; "
+                    f"name the arguments it needs as ordinary parameters ({', '.join(spec_args)})",
+                )
             extra = [p for p in params if p not in spec_args]
             if extra:
                 raise PluginValidationError(
@@ -195,6 +220,7 @@ class PluginManager(pluggy.PluginManager):
                     f"plugin {label!r}: {point}() takes no argument {extra[0]!r}"
                     f"{_did_you_mean(extra[0], spec_args)} (it is called with {', '.join(spec_args)})",
                 )
+        return found
 
     def _sort(self) -> None:
         # pluggy walks the list from the end: reverse-sorted puts the lowest

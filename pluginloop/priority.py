@@ -37,13 +37,13 @@ def get_priority(priority: PriorityLike) -> int:
     if isinstance(priority, Priority):
         return priority.value
     if isinstance(priority, bool):  # bool is an int subclass; True is no priority
-        raise TypeError(f"priority must be a level name or an int 0..100, not {priority!r}")
+        raise TypeError(f"priority must be one of {_NAMES} or an int 0..100, not {priority!r}")
     if isinstance(priority, int):
         if not 0 <= priority <= 100:
             raise ValueError(
                 f"priority {priority} is out of range: use an int in 0..100 or one of {_NAMES}"
             )
-        return priority
+        return int(priority)  # a plain int, also for other IntEnums
     if isinstance(priority, str):
         try:
             return Priority[priority.strip().upper()].value
@@ -53,7 +53,8 @@ def get_priority(priority: PriorityLike) -> int:
                 "or an int in 0..100"
             ) from None
     raise TypeError(
-        f"priority must be a Priority, a level name or an int 0..100, not {type(priority).__name__}"
+        f"priority must be a Priority, one of {_NAMES} or an int 0..100, "
+        f"not {type(priority).__name__} {priority!r}"
     )
 
 

@@ -44,6 +44,11 @@ def _matches(value: Any, hint: Any) -> bool:
     return True
 
 
+def _hint_name(hint: Any) -> str:
+    """``int`` rather than ``<class 'int'>``; unions and generics as written."""
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def check_arguments(
     target: Callable[..., Any], kwargs: Mapping[str, Any], key: str, given: Iterable[str] = ()
 ) -> None:
@@ -71,7 +76,8 @@ def check_arguments(
     for arg, value in kwargs.items():
         if arg in hints and not _matches(value, hints[arg]):
             raise ConfigError(
-                f"{name} argument {arg!r} must be {hints[arg]}, got {type(value).__name__} {value!r}",
+                f"{name} argument {arg!r} must be {_hint_name(hints[arg])}, "
+                f"got {type(value).__name__} {value!r}",
                 f"{key}.{arg}" if key else arg,
             )
 
