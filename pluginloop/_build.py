@@ -16,7 +16,7 @@ from torch import nn
 from pluginloop.errors import ConfigError
 from pluginloop.registry import Registry, build_from_config
 
-__all__ = ["ParamScheduler", "build_optimizer", "build_schedulers", "hook_configs", "SCHEDULERS"]
+__all__ = ["SCHEDULERS", "ParamScheduler", "build_optimizer", "build_schedulers", "hook_configs"]
 
 #: Scheduler classes by name: every ``torch.optim.lr_scheduler`` class, plus registered ones.
 SCHEDULERS = Registry("SCHEDULERS")
@@ -58,9 +58,10 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer | None:
 class ParamScheduler:
     """A scheduler and when ParamSchedulerHook steps it.
 
-    ``by_epoch``: after each train epoch (True) or iteration (False). Active for steps in
-    ``[begin, end)`` (epochs or iterations). ``monitor``: the validation metric a plateau
-    scheduler steps with.
+    ``by_epoch``: after each train epoch (True) or iteration (False). ``begin`` / ``end``
+    (epochs or iterations): the entry takes over at ``begin`` (restarted at its own step 0
+    when ``begin > 0``) and advances after steps ``begin .. end-1``; ``end=None`` is the whole
+    run. ``monitor``: the validation metric a ReduceLROnPlateau steps with.
     """
 
     scheduler: Any
@@ -71,7 +72,11 @@ class ParamScheduler:
 
 
 def build_schedulers(cfg: Any, optimizer: torch.optim.Optimizer | None) -> list[ParamScheduler]:
-    """Schedulers from a dict, a list of dicts, scheduler objects or ParamScheduler entries."""
+    """Schedulers from a dict, a list of dicts, scheduler objects or ParamScheduler entries.
+
+    A config is ``dict(type=<torch.optim.lr_scheduler name or a SCHEDULERS name>, by_epoch=True,
+    begin=0, end=None, monitor='loss', **scheduler_kwargs)``.
+    """
     if cfg is None:
         return []
     items = cfg if isinstance(cfg, (list, tuple)) else [cfg]
@@ -79,24 +84,59 @@ def build_schedulers(cfg: Any, optimizer: torch.optim.Optimizer | None) -> list[
     for i, item in enumerate(items):
         key = f"scheduler[{i}]" if isinstance(cfg, (list, tuple)) else "scheduler"
         if isinstance(item, ParamScheduler):
+            _check_entry(item, key)
             out.append(item)
         elif isinstance(item, Mapping):
             if optimizer is None:
                 raise ConfigError("a scheduler config needs an optimizer: pass optimizer=", key)
             kwargs = dict(item)
-            entry = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(ParamScheduler) if f.name in kwargs}
-            for name in ("begin", "end"):
-                if entry.get(name) is not None and not isinstance(entry[name], int):
-                    raise ConfigError(f"{name} must be an int (a step count)", f"{key}.{name}")
+            fields = [f.name for f in dataclasses.fields(ParamScheduler)]
+            entry = {name: kwargs.pop(name) for name in fields if name in kwargs}
+            _check_entry(ParamScheduler(None, **entry), key)
+            lrs = [_copy(group["lr"]) for group in optimizer.param_groups]
             scheduler = build_from_config(
                 kwargs, SCHEDULERS.get, SCHEDULERS.names(), key, "scheduler", optimizer=optimizer
             )
+            if entry.get("begin", 0) > 0:
+                # torch schedulers take their first step in the constructor; one that starts
+                # later must not move the lr now (SequentialLR undoes that step the same way).
+                for group, lr in zip(optimizer.param_groups, lrs):
+                    if isinstance(group["lr"], torch.Tensor):  # a tensor lr is updated in place
+                        group["lr"].copy_(lr)
+                    else:
+                        group["lr"] = lr
+            if "monitor" in entry and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise ConfigError(
+                    f"monitor= is only used by ReduceLROnPlateau, not {type(scheduler).__name__}: remove it",
+                    f"{key}.monitor",
+                )
             out.append(ParamScheduler(scheduler, **entry))
         elif hasattr(item, "step") and hasattr(item, "state_dict"):
             out.append(ParamScheduler(item))
         else:
             raise ConfigError(f"expected a scheduler config dict or object, got {type(item).__name__}", key)
     return out
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _check_entry(entry: ParamScheduler, key: str) -> None:
+    """Fail on ill-typed or impossible when-to-step settings of one scheduler entry."""
+    if not isinstance(entry.by_epoch, bool):
+        raise ConfigError(f"by_epoch must be True or False, got {entry.by_epoch!r}", f"{key}.by_epoch")
+    for name in ("begin", "end"):
+        value = getattr(entry, name)
+        if value is None and name == "end":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            unit = "epochs" if entry.by_epoch else "iterations"
+            raise ConfigError(f"{name} must be a non-negative int ({unit}), got {value!r}", f"{key}.{name}")
+    if entry.end is not None and entry.end <= entry.begin:
+        raise ConfigError(f"end ({entry.end}) must be greater than begin ({entry.begin})", f"{key}.end")
+    if not isinstance(entry.monitor, str):
+        raise ConfigError(f"monitor must be a metric name, got {entry.monitor!r}", f"{key}.monitor")
 
 
 def hook_configs(
