@@ -1,0 +1,205 @@
+"""LoggerHook: one aligned line per interval, val/test metrics, a text log and JSON lines."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from pluginloop.errors import ConfigError
+from pluginloop.hooks.base import Hook
+from pluginloop.hooks.timer import loader_length, train_length
+from pluginloop.priority import Priority
+from pluginloop.registry import HOOKS
+
+if TYPE_CHECKING:
+    from pluginloop.runner import Runner
+
+__all__ = ["LoggerHook", "TextLoggerHook"]
+
+
+@HOOKS.register_module()
+@HOOKS.register_module(name="TextLoggerHook")
+class LoggerHook(Hook):
+    """Log training progress and evaluation metrics (BELOW_NORMAL; alias ``TextLoggerHook``).
+
+    Arguments:
+        interval: write a training line every ``interval`` iterations (default 10); with
+            ``by_epoch`` counted within the epoch, else over the run. The end of each epoch
+            (``by_epoch``) and of training also write one for the iterations left over.
+        by_epoch: lines read ``Epoch(train) [2/12][ 30/100]``; False: ``Iter(train) [ 230/1200]``.
+        log_dir: where ``<timestamp>/<timestamp>.log`` (everything ``runner.logger`` says)
+            and ``<timestamp>/scalars.jsonl`` (one JSON object per line) go; default the
+            work dir.
+
+    Each iteration it publishes ``loss`` (kept on the device) and ``lr`` (of the first
+    param group) to ``runner.message_hub``; a line shows lr, eta, then the window means of
+    every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on CUDA, the
+    peak memory in MB since the previous line. After a val or test loop one line lists its
+    metrics, also published to the hub as ``val/<name>`` / ``test/<name>``. Device values
+    are read only when a line is written. Only rank 0 writes.
+    """
+
+    priority = Priority.BELOW_NORMAL
+
+    def __init__(
+        self, interval: int = 10, by_epoch: bool = True, log_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            raise ConfigError(
+                f"must be a positive int (iterations between lines), got {interval!r}", "interval"
+            )
+        self.interval = interval
+        self.by_epoch = by_epoch
+        self.log_dir = log_dir
+        #: The text log and the JSON-lines file, set by the first run on rank 0.
+        self.log_file: Path | None = None
+        self.json_file: Path | None = None
+        self._writes = False  # rank 0
+        self._logged_iter = 0  # runner.iter as of the last training line
+        self._last_batch = -1
+        self._close_log: Callable[[], object] = lambda: None  # detaches the text log, once
+
+    def before_run(self, runner: Runner) -> None:
+        """On rank 0: create the log files (once per hook) and copy ``runner.logger`` into the text log."""
+        self._writes = runner.rank == 0
+        if not self._writes:
+            return
+        if self.log_file is None:
+            stamp = time.strftime("%Y%m%d_%H%M%S")
+            folder = Path(self.log_dir if self.log_dir is not None else runner.work_dir) / stamp
+            folder.mkdir(parents=True, exist_ok=True)
+            self.log_file, self.json_file = folder / f"{stamp}.log", folder / "scalars.jsonl"
+        self._close_log()
+        handler = logging.FileHandler(self.log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        runner.logger.addHandler(handler)
+        # after_run does not fire when the run raises: the handler then goes with this hook,
+        # instead of copying every later run of the process into this file.
+        self._close_log = weakref.finalize(self, _remove_handler, runner.logger, handler)
+
+    def after_run(self, runner: Runner) -> None:
+        """Write the training iterations not logged yet (a stopped run), close the text log."""
+        if runner.iter > self._logged_iter:
+            self._log_train(runner, runner.iter, self._last_batch + 1, runner.epoch + 1)
+        self._close_log()
+
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
+        """Count lines from the resumed iteration (the hub restores the open window itself)."""
+        self._logged_iter = runner.iter
+
+    def after_train_iter(
+        self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> None:
+        """Publish loss and lr; every ``interval`` iterations, write a line."""
+        hub = runner.message_hub
+        loss = outputs.get("loss") if outputs else None
+        if loss is not None:
+            hub.update("loss", loss)
+        if runner.optimizer is not None:
+            hub.set("lr", runner.optimizer.param_groups[0]["lr"])
+        self._last_batch = batch_idx
+        if ((batch_idx if self.by_epoch else runner.iter) + 1) % self.interval == 0:
+            self._log_train(runner, runner.iter + 1, batch_idx + 1, runner.epoch + 1)
+
+    def after_train_epoch(self, runner: Runner) -> None:
+        """Write the epoch's last iterations (only at the end of training when not ``by_epoch``)."""
+        last = runner.epoch + 1 >= runner.max_epochs or runner.iter >= runner.max_iters
+        if runner.iter > self._logged_iter and (self.by_epoch or last):
+            self._log_train(runner, runner.iter, self._last_batch + 1, runner.epoch + 1)
+
+    def _log_train(self, runner: Runner, done: int, inner: int, epoch: int) -> None:
+        self._logged_iter = done
+        if not self._writes:
+            return
+        hub = runner.message_hub
+        fixed, window = hub.unaveraged("train"), hub.means("train")
+        scalars, eta = dict(_pop(fixed, "lr")), fixed.pop("eta", math.inf)
+        if math.isfinite(eta):
+            scalars["eta"] = max(eta, 0.0)
+        scalars.update(_pop(window, "time", "data_time"))
+        if runner.device.type == "cuda":
+            # The peak since the previous line: reset it so the next line shows its own.
+            scalars["memory"] = torch.cuda.max_memory_allocated(runner.device) // 2**20
+            torch.cuda.reset_peak_memory_stats(runner.device)
+        scalars.update(_pop(window, "loss"))
+        scalars.update(sorted(window.items()))
+        scalars.update(sorted(fixed.items()))  # e.g. the fp16 loss_scale
+        if self.by_epoch:
+            per_epoch = loader_length(runner.train_dataloader)
+            header = f"Epoch(train) {_progress(epoch, runner.max_epochs)}{_progress(inner, per_epoch)}"
+        else:
+            header = f"Iter(train) {_progress(done, train_length(runner))}"
+        self._write(runner, header, {"mode": "train", "epoch": epoch, "iter": done}, scalars)
+
+    def after_val_epoch(self, runner: Runner, metrics: dict[str, float]) -> None:
+        """Publish ``val/<name>`` and write the metrics line."""
+        self._log_eval(runner, "val", metrics)
+
+    def after_test_epoch(self, runner: Runner, metrics: dict[str, float]) -> None:
+        """Publish ``test/<name>`` and write the metrics line."""
+        self._log_eval(runner, "test", metrics)
+
+    def _log_eval(self, runner: Runner, mode: str, metrics: dict[str, float]) -> None:
+        hub = runner.message_hub
+        for name, value in metrics.items():
+            hub.set(f"{mode}/{name}", value)
+        if not self._writes:
+            return
+        scalars = {name: float(value) for name, value in metrics.items()}
+        # Then the loop's own scalars, e.g. the timer's val/time, except its spent eta.
+        window, fixed = hub.means(mode), hub.unaveraged(mode)
+        fixed.pop("eta", None)
+        scalars.update(_pop(window, "time", "data_time"))
+        scalars.update(sorted((k, v) for k, v in {**window, **fixed}.items() if k not in scalars))
+        position = runner.epoch if self.by_epoch else runner.iter
+        header = f"{'Epoch' if self.by_epoch else 'Iter'}({mode}) [{position}]"
+        self._write(runner, header, {"mode": mode, "epoch": runner.epoch, "iter": runner.iter}, scalars)
+
+    def _write(self, runner: Runner, header: str, record: dict[str, Any], scalars: dict[str, float]) -> None:
+        """One text line through ``runner.logger`` and the same record as a JSON line."""
+        runner.logger.info("%s  %s", header, "  ".join(f"{k}: {_format(k, v)}" for k, v in scalars.items()))
+        if self.json_file is not None:
+            with self.json_file.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({**record, **scalars}) + "\n")
+
+
+#: The design document's name for the same hook.
+TextLoggerHook = LoggerHook
+
+
+def _progress(done: float, total: float | None) -> str:
+    """``[ 20/100]``: right-aligned to the total's width; ``[20]`` when there is no finite total."""
+    if total is None or not math.isfinite(total):
+        return f"[{done}]"
+    width = len(str(int(total)))
+    return f"[{done:>{width}}/{int(total)}]"
+
+
+def _pop(values: dict[str, float], *names: str) -> list[tuple[str, float]]:
+    """``(name, value)`` of those ``names`` present in ``values``, removed from it."""
+    return [(name, values.pop(name)) for name in names if name in values]
+
+
+def _format(name: str, value: float) -> str:
+    if name == "eta":
+        return str(datetime.timedelta(seconds=int(value)))
+    if name == "memory":
+        return str(int(value))
+    if name == "lr" or (0 < abs(value) < 1e-3 and not name.endswith("time")):
+        return f"{value:.4e}"
+    return f"{value:.4f}"
+
+
+def _remove_handler(logger: logging.Logger, handler: logging.Handler) -> None:
+    logger.removeHandler(handler)
+    handler.close()

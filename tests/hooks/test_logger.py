@@ -1,0 +1,330 @@
+"""LoggerHook: line schedule and format, window means, val/test lines, files, rank 0, no syncs."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+from pluginloop import HOOKS, Hook, Runner
+from pluginloop.errors import ConfigError, HookCallError
+from pluginloop.hooks import DEFAULT_HOOKS, LoggerHook, TextLoggerHook
+
+NUMBER = r"-?\d+\.\d{4}"
+TRAIN_LINE = (  # timer + logger only, on CPU: exactly these scalars, in this order
+    rf"  lr: 1\.0000e-02  eta: \d+:\d\d:\d\d  time: {NUMBER}  data_time: {NUMBER}  loss: {NUMBER}$"
+)
+
+
+@pytest.fixture
+def runner_kwargs(runner_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The shared tiny run without installed plugins: these tests pin exact hooks, lines and files."""
+    return {**runner_kwargs, "autoload_plugins": False}
+
+
+def make_runner(runner_kwargs: dict[str, Any], logger: LoggerHook, **kwargs: Any) -> Runner:
+    hooks: dict[str, Any] = {k: None for k in DEFAULT_HOOKS}
+    hooks.update(timer=dict(type="IterTimerHook"), logger=logger)
+    return Runner(**{**runner_kwargs, "default_hooks": hooks, **kwargs})
+
+
+def messages(hook: LoggerHook) -> list[str]:
+    """The logger's lines in its text log, without the time stamp and level."""
+    assert hook.log_file is not None
+    lines = hook.log_file.read_text(encoding="utf-8").splitlines()
+    return [line.split(" INFO ", 1)[1] for line in lines if re.search(r"\((train|val|test)\) \[", line)]
+
+
+def records(hook: LoggerHook) -> list[dict[str, Any]]:
+    assert hook.json_file is not None
+    return [json.loads(line) for line in hook.json_file.read_text(encoding="utf-8").splitlines()]
+
+
+def file_handlers(path: Path) -> list[logging.Handler]:
+    """The handlers of runner.logger that write to ``path``."""
+    return [
+        h
+        for h in logging.getLogger("pluginloop").handlers
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path
+    ]
+
+
+def headers(hook: LoggerHook) -> list[str]:
+    return [m.split("  ")[0] for m in messages(hook)]
+
+
+class LossRecorder(Hook):
+    """The loss of every training iteration, as floats (this test may read them)."""
+
+    priority = "LOWEST"
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> None:
+        self.losses.append(float(outputs["loss"].detach()))
+
+
+def test_lines_every_interval_and_at_each_epoch_end(runner_kwargs: dict[str, Any], make_loader: Any) -> None:
+    hook = LoggerHook(interval=3)
+    make_runner(runner_kwargs, hook, train_dataloader=make_loader(7), val_dataloader=None).run()
+    assert headers(hook) == [f"Epoch(train) [{e}/2][{i}/7]" for e in (1, 2) for i in (3, 6, 7)]
+    for message in messages(hook):
+        assert re.fullmatch(r"Epoch\(train\) \[\d/2\]\[\d/7\]" + TRAIN_LINE, message), message
+
+
+def test_iteration_counts_are_right_aligned_to_the_total(
+    runner_kwargs: dict[str, Any], make_loader: Any
+) -> None:
+    hook = LoggerHook(interval=5, by_epoch=False)  # 2 epochs x 7: lines at 5, 10 and the end
+    make_runner(runner_kwargs, hook, train_dataloader=make_loader(7), val_dataloader=None).run()
+    assert headers(hook) == ["Iter(train) [ 5/14]", "Iter(train) [10/14]", "Iter(train) [14/14]"]
+    assert re.fullmatch(r"Iter\(train\) \[ 5/14\]" + TRAIN_LINE, messages(hook)[0])
+
+
+def test_an_epoch_shorter_than_the_interval_still_logs(
+    runner_kwargs: dict[str, Any], make_loader: Any
+) -> None:
+    hook = LoggerHook(interval=10)
+    make_runner(runner_kwargs, hook, train_dataloader=make_loader(2), val_dataloader=None).run()
+    assert headers(hook) == ["Epoch(train) [1/2][2/2]", "Epoch(train) [2/2][2/2]"]
+
+
+def test_a_stopped_run_logs_its_last_iterations(runner_kwargs: dict[str, Any], make_loader: Any) -> None:
+    class StopAtFour(Hook):
+        def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+            runner.should_stop = runner.iter + 1 == 4
+
+    hook = LoggerHook(interval=3)
+    make_runner(
+        runner_kwargs, hook, train_dataloader=make_loader(7), val_dataloader=None, custom_hooks=[StopAtFour()]
+    ).run()
+    assert headers(hook) == ["Epoch(train) [1/2][3/7]", "Epoch(train) [1/2][4/7]"]
+
+
+def test_each_line_shows_the_mean_over_its_window(runner_kwargs: dict[str, Any], make_loader: Any) -> None:
+    hook, seen = LoggerHook(interval=3), LossRecorder()
+    hooks = {k: None for k in DEFAULT_HOOKS}
+    hooks.update(optimizer=dict(type="OptimizerHook"), logger=hook)  # the loss changes as it trains
+    Runner(
+        **{
+            **runner_kwargs,
+            "train_dataloader": make_loader(7),
+            "val_dataloader": None,
+            "default_hooks": hooks,
+            "custom_hooks": [seen],
+        }
+    ).run()
+    losses = seen.losses
+    windows = [losses[0:3], losses[3:6], losses[6:7], losses[7:10], losses[10:13], losses[13:14]]
+    assert [r["loss"] for r in records(hook)] == pytest.approx([sum(w) / len(w) for w in windows])
+    assert [r["iter"] for r in records(hook)] == [3, 6, 7, 10, 13, 14]
+
+
+def test_json_records_hold_the_values_of_the_text_lines(
+    runner_kwargs: dict[str, Any], make_loader: Any
+) -> None:
+    hook = LoggerHook(interval=2)
+    metrics = {"mae": lambda preds, targets: (preds - targets).abs().mean()}
+    make_runner(runner_kwargs, hook, train_dataloader=make_loader(3), metrics=metrics).run()
+    texts, jsons = messages(hook), records(hook)
+    assert len(texts) == len(jsons) == 2 * (2 + 1)  # per epoch: 2 train lines, 1 val line
+    for text, record in zip(texts, jsons, strict=True):
+        header, *pairs = text.split("  ")
+        mode = record.pop("mode")
+        assert header.startswith(("Epoch", "Iter")) and f"({mode})" in header
+        assert f"[{record.pop('epoch')}" in header
+        record.pop("iter")
+        shown = dict(pair.split(": ") for pair in pairs)
+        assert list(shown) == list(record)
+        for name, value in shown.items():
+            if name == "eta":
+                h, m, s = map(int, value.split(":"))
+                assert h * 3600 + m * 60 + s == int(record[name])
+            else:
+                assert float(value) == pytest.approx(record[name], rel=1e-3, abs=1e-4)
+
+
+def test_val_and_test_lines_list_every_metric_and_publish_them(
+    runner_kwargs: dict[str, Any], make_loader: Any
+) -> None:
+    hook = LoggerHook()
+    metrics = {"mae": lambda preds, targets: (preds - targets).abs().mean()}
+    runner = make_runner(runner_kwargs, hook, test_dataloader=make_loader(1), metrics=metrics)
+    runner.run()
+    evals = [m for m in messages(hook) if "(train)" not in m]
+    line = rf"  loss: {NUMBER}  mae: {NUMBER}  time: {NUMBER}  data_time: {NUMBER}"
+    assert [m.split("  ")[0] for m in evals] == ["Epoch(val) [1]", "Epoch(val) [2]", "Epoch(test) [2]"]
+    for message in evals:
+        assert re.fullmatch(r"Epoch\((val|test)\) \[\d\]" + line, message), message
+    hub, last_val = runner.message_hub, records(hook)[-2]
+    assert last_val["mode"] == "val" and hub.latest["val/mae"] == last_val["mae"]
+    assert hub.latest["test/mae"] == runner.test()["mae"]
+
+
+def test_files_go_under_the_work_dir_and_the_handler_is_removed(
+    runner_kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    class SaysHello(Hook):
+        def before_train_epoch(self, runner: Any) -> None:
+            runner.logger.info("hello from a hook")
+
+    hook = LoggerHook()
+    make_runner(runner_kwargs, hook, custom_hooks=[SaysHello()]).run()
+    assert hook.log_file is not None and hook.json_file is not None
+    folder = hook.log_file.parent
+    assert folder.parent == tmp_path and re.fullmatch(r"\d{8}_\d{6}", folder.name)
+    assert hook.log_file.name == f"{folder.name}.log" and hook.json_file == folder / "scalars.jsonl"
+    assert "hello from a hook" in hook.log_file.read_text(encoding="utf-8")  # runner.logger's output
+    assert not file_handlers(hook.log_file)
+
+
+def test_log_dir_moves_the_files(runner_kwargs: dict[str, Any], tmp_path: Path) -> None:
+    hook = LoggerHook(log_dir=str(tmp_path / "logs"))
+    make_runner(runner_kwargs, hook).run()
+    assert hook.log_file is not None and hook.log_file.parent.parent == tmp_path / "logs"
+
+
+def test_a_failed_run_leaves_no_file_handler_once_it_is_gone(runner_kwargs: dict[str, Any]) -> None:
+    class Fails(Hook):
+        def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+            raise RuntimeError("boom")
+
+    def failed_run() -> Path | None:
+        hook = LoggerHook()
+        runner = make_runner(runner_kwargs, hook, custom_hooks=[Fails()])
+        with pytest.raises(HookCallError):
+            runner.run()  # after_run never fires
+        return hook.log_file
+
+    log_file = failed_run()
+    gc.collect()
+    assert log_file is not None and log_file.exists()
+    assert not file_handlers(log_file)
+
+
+def test_only_rank_zero_writes(runner_kwargs: dict[str, Any], tmp_path: Path) -> None:
+    hook = LoggerHook(interval=1)
+    runner = make_runner(runner_kwargs, hook)
+    runner.rank = 1
+    runner.run()
+    assert hook.log_file is None and list(tmp_path.iterdir()) == []
+    assert "loss" in runner.message_hub.latest and "val/loss" in runner.message_hub.latest  # still published
+
+
+class DeviceScalar(torch.Tensor):
+    """A CPU tensor posing as a device tensor (``is_cpu`` False) that counts reads of its value."""
+
+    reads: ClassVar[int] = 0
+
+    @property
+    def is_cpu(self) -> bool:  # type: ignore[override]
+        return False
+
+    def item(self) -> Any:
+        DeviceScalar.reads += 1
+        return super().item()
+
+    def __float__(self) -> float:
+        DeviceScalar.reads += 1
+        return super().__float__()
+
+    def tolist(self) -> Any:
+        DeviceScalar.reads += 1
+        return super().tolist()
+
+
+def test_the_loss_is_read_only_when_a_line_is_written(
+    runner_kwargs: dict[str, Any], make_loader: Any
+) -> None:
+    class CountReads(Hook):
+        priority = "LOWEST"
+
+        def __init__(self) -> None:
+            self.reads: list[int] = []
+
+        def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+            self.reads.append(DeviceScalar.reads)
+
+        def after_train_epoch(self, runner: Any) -> None:
+            self.reads.append(DeviceScalar.reads)
+
+    def device_loss(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(preds, targets).as_subclass(DeviceScalar)
+
+    DeviceScalar.reads = 0
+    counter, hook = CountReads(), LoggerHook(interval=3)
+    runner = make_runner(
+        runner_kwargs,
+        hook,
+        train_dataloader=make_loader(7),
+        val_dataloader=None,
+        loss_fn=device_loss,
+        max_epochs=1,
+        custom_hooks=[counter],
+    )
+    runner.run()
+    # Cumulative reads after iterations 1..7, then after the epoch: one read per line written.
+    assert counter.reads == [0, 0, 1, 1, 1, 2, 2, 3]
+    assert len(messages(hook)) == 3
+
+
+def test_a_bad_interval_fails_at_construction_naming_it(runner_kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="interval"):
+        LoggerHook(interval=0)
+    with pytest.raises(ConfigError, match=r"default_hooks\.logger.*interval"):
+        Runner(**{**runner_kwargs, "default_hooks": dict(logger=dict(type="LoggerHook", interval=-1))})
+
+
+def test_text_logger_hook_is_an_alias() -> None:
+    assert TextLoggerHook is LoggerHook
+    assert type(HOOKS.build(dict(type="TextLoggerHook", interval=5))) is LoggerHook
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_no_iteration_without_a_line_synchronises(runner_kwargs: dict[str, Any]) -> None:
+    lines_at = {3, 6}  # 7 iterations, interval 3; the 7th's line is written at after_train_epoch
+
+    class Arm(Hook):
+        priority = "HIGHEST"
+
+        def before_train_iter(self, runner: Any, batch_idx: int) -> None:
+            if runner.iter + 1 not in lines_at:
+                torch.cuda.set_sync_debug_mode("error")  # any device-to-host wait now raises
+
+    class Disarm(Hook):
+        priority = "LOWEST"
+
+        def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+            torch.cuda.set_sync_debug_mode(0)
+
+    torch.manual_seed(0)
+    batches = [(torch.randn(2, 4, device="cuda"), torch.randn(2, 1, device="cuda")) for _ in range(7)]
+    hooks: dict[str, Any] = {k: None for k in DEFAULT_HOOKS}
+    hooks.update(optimizer=dict(type="OptimizerHook"), timer=dict(type="IterTimerHook"))
+    hooks["logger"] = hook = LoggerHook(interval=3)
+    runner = Runner(
+        **{
+            **runner_kwargs,
+            "device": "cuda",
+            "train_dataloader": batches,
+            "val_dataloader": None,
+            "max_epochs": 1,
+            "default_hooks": hooks,
+            "custom_hooks": [Arm(), Disarm()],
+        }
+    )
+    try:
+        runner.run()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert len(messages(hook)) == 3 and all("memory: " in m for m in messages(hook))

@@ -1,0 +1,158 @@
+"""MessageHub: windows, latest values, modes, no device reads before means(), checkpoint state."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import pytest
+import torch
+
+from pluginloop.hub import MessageHub
+
+
+class DeviceScalar(torch.Tensor):
+    """A CPU tensor that poses as a device tensor and counts every read of its value.
+
+    ``is_cpu`` is False, so the hub treats it like a CUDA tensor; ``reads`` counts calls
+    that would copy a device value to the host (and so synchronise with the device).
+    """
+
+    reads: ClassVar[int] = 0
+
+    @property
+    def is_cpu(self) -> bool:  # type: ignore[override]
+        return False
+
+    def item(self) -> Any:
+        DeviceScalar.reads += 1
+        return super().item()
+
+    def __float__(self) -> float:
+        DeviceScalar.reads += 1
+        return super().__float__()
+
+    def tolist(self) -> Any:
+        DeviceScalar.reads += 1
+        return super().tolist()
+
+
+@pytest.fixture
+def reads() -> Any:
+    DeviceScalar.reads = 0
+    yield lambda: DeviceScalar.reads
+
+
+def device_scalar(value: float, dtype: torch.dtype = torch.float32) -> DeviceScalar:
+    return torch.tensor(value, dtype=dtype).as_subclass(DeviceScalar)  # type: ignore[return-value]
+
+
+def test_means_are_window_averages_weighted_by_count_and_clear_the_window() -> None:
+    hub = MessageHub()
+    hub.update("loss", 1.0)
+    hub.update("loss", 4.0, count=3)  # the mean of 3 samples
+    assert hub.means() == {"loss": pytest.approx((1.0 + 12.0) / 4)}
+    assert hub.means() == {}
+    hub.update("loss", 2.0)
+    assert hub.means(clear=False) == {"loss": 2.0}
+    assert hub.means() == {"loss": 2.0}
+
+
+def test_latest_holds_the_last_value_of_windowed_and_set_names() -> None:
+    hub = MessageHub()
+    hub.update("loss", 1.0)
+    hub.update("loss", 3.0)
+    hub.set("lr", 0.1)
+    assert hub.latest == {"loss": 3.0, "lr": 0.1}
+    assert hub.get("lr") == 0.1
+    assert hub.get("missing", default=-1.0) == -1.0
+
+
+def test_set_values_are_not_averaged_and_unaveraged_lists_only_them() -> None:
+    hub = MessageHub()
+    hub.set("lr", 0.1)
+    hub.set("lr", 0.2)
+    hub.update("loss", 1.0)
+    assert hub.means() == {"loss": 1.0}
+    # loss had a window (read just now): it is not an unaveraged value.
+    assert hub.unaveraged() == {"lr": 0.2}
+
+
+def test_eval_names_have_their_own_windows_returned_without_prefix() -> None:
+    hub = MessageHub()
+    hub.update("time", 1.0)
+    hub.update("val/time", 5.0)
+    hub.set("val/acc", 0.9)
+    hub.set("test/acc", 0.8)
+    assert hub.means("train") == {"time": 1.0}
+    assert hub.unaveraged("train") == {}
+    assert hub.unaveraged("val") == {"acc": 0.9}
+    assert hub.means("val") == {"time": 5.0}
+    assert hub.means("val") == {}
+    assert hub.unaveraged("test") == {"acc": 0.8}
+
+
+def test_cpu_tensors_are_stored_as_floats_detached() -> None:
+    hub = MessageHub()
+    weight = torch.tensor(2.0, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # item() of a tensor that requires grad warns
+        hub.update("loss", weight * 3)
+    assert hub.latest["loss"] == 6.0 and type(hub.latest["loss"]) is float
+    assert hub.means() == {"loss": 6.0}
+
+
+def test_device_tensors_are_summed_without_reading_them(reads: Any) -> None:
+    hub = MessageHub()
+    published = [device_scalar(v) for v in (1.0, 2.0, 6.0)]
+    for value in published:
+        hub.update("loss", value)
+    hub.update("loss", device_scalar(3.0), count=2)
+    assert reads() == 0
+    assert isinstance(hub.latest["loss"], torch.Tensor)
+    assert hub.means() == {"loss": pytest.approx((1 + 2 + 6 + 6) / 5)}
+    assert reads() == 1  # one read for the window, at means()
+    # The hub sums into a tensor of its own: the published values are unchanged.
+    assert [v.as_subclass(torch.Tensor).item() for v in published] == [1.0, 2.0, 6.0]
+
+
+def test_meta_tensors_cannot_be_read_so_updates_never_read_them() -> None:
+    hub = MessageHub()
+    for _ in range(5):  # .item() on a meta tensor raises: any read inside update fails here
+        hub.update("loss", torch.tensor(1.0, device="meta"))
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        hub.means()
+
+
+def test_low_precision_values_are_summed_in_float32() -> None:
+    hub = MessageHub()
+    for _ in range(300):  # bfloat16 alone stops counting at 256: 256 + 1 == 256
+        hub.update("loss", device_scalar(1.0, torch.bfloat16))
+    assert hub._sums["loss"].dtype == torch.float32
+    assert hub.means() == {"loss": 1.0}
+
+
+def test_a_tensor_that_is_not_a_scalar_is_refused_with_its_name() -> None:
+    hub = MessageHub()
+    with pytest.raises(ValueError, match=r"'loss'.*shape \(3,\)"):
+        hub.update("loss", torch.ones(3).as_subclass(DeviceScalar))
+
+
+def test_state_dict_round_trip_keeps_open_windows_and_latest() -> None:
+    hub = MessageHub()
+    hub.update("grad_norm", 1.0)
+    hub.means()  # grad_norm's window was read: it stays a windowed name after a resume
+    hub.update("loss", device_scalar(2.0))
+    hub.set("lr", 0.1)
+    restored = MessageHub()
+    restored.load_state_dict(hub.state_dict())
+    restored.update("loss", device_scalar(4.0))  # a device value joins a float window
+    assert restored.means() == {"loss": pytest.approx(3.0)}
+    assert restored.latest["lr"] == 0.1
+    assert restored.unaveraged() == {"lr": 0.1}
+
+
+def test_state_dict_of_an_older_checkpoint_without_cleared_names_loads() -> None:
+    hub = MessageHub()
+    hub.load_state_dict({"latest": {"lr": 0.1}, "sums": {"loss": 3.0}, "counts": {"loss": 2}})
+    assert hub.means() == {"loss": 1.5}
