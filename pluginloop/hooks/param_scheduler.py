@@ -67,6 +67,10 @@ class ParamSchedulerHook(Hook):
         _step(self._by_epoch, runner.epoch + 1)
         self._trained_since_val = True
 
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint from the end of a train epoch owes that epoch's validation (and plateau step)."""
+        self._trained_since_val = bool(checkpoint["meta"].get("val_pending"))
+
     def after_val_epoch(self, runner: Runner, metrics: dict[str, float]) -> None:
         """Step plateau schedulers with their monitored metric (only after a train epoch)."""
         if not self._trained_since_val:  # a standalone runner.val() must not move the schedule
