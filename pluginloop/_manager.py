@@ -168,6 +168,14 @@ class PluginManager(pluggy.PluginManager):
             registered = super().register(plugin, label)
         finally:
             self._points = None
+        for caller in self.get_hookcallers(plugin) or ():
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and impl.kwargnames:
+                    # Every point is always called with all its arguments, so arguments that
+                    # have defaults (data_batch=None, as in the design document) can be passed
+                    # positionally too: pluggy would build a kwargs dict per impl per call.
+                    impl.argnames = (*impl.argnames, *impl.kwargnames)  # type: ignore[misc]
+                    impl.kwargnames = ()  # type: ignore[misc]
         self._sort()
         return registered
 

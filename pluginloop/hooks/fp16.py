@@ -10,7 +10,7 @@ gives the "fp32 master weights" of the design document without a second model.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -153,7 +153,7 @@ def _check_loss_scale(value: Any) -> str | float | dict[str, Any]:
 
 def _check_dtype(value: Any) -> torch.dtype | None:
     if value is None or value in (torch.float16, torch.bfloat16):
-        return value  # type: ignore[no-any-return]
+        return cast("torch.dtype | None", value)
     if isinstance(value, str) and value.lower() in _DTYPES:
         return _DTYPES[value.lower()]
     raise ConfigError(f"expected 'float16' or 'bfloat16' (or None for the device's default), got {value!r}",
