@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pluginloop import errors
+from pluginloop._build import SCHEDULERS
 from pluginloop._manager import hookimpl
 from pluginloop.errors import ConfigError, HookCallError, PluginLoopError, PluginValidationError
 from pluginloop.hooks import Hook
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "HOOKS",
     "HOOK_POINTS",
+    "SCHEDULERS",
     "ConfigError",
     "Hook",
     "HookCallError",

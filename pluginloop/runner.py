@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
 import random
-import sys
-from collections.abc import Callable, Iterator, Mapping
+import signal
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,17 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from pluginloop import _state, checkpoint, dist
+from pluginloop import _preempt, _resume, _state, _summary, checkpoint, dist
 from pluginloop._build import build_optimizer, build_schedulers, hook_configs
 from pluginloop._data import MetricMeter, forward, to_device
 from pluginloop._manager import PluginManager
-from pluginloop.errors import ConfigError, HookCallError
+from pluginloop.errors import CheckpointError, ConfigError, DistributedError, HookCallError
 from pluginloop.hooks import DEFAULT_HOOKS
 from pluginloop.hookspecs import HOOK_POINTS
 from pluginloop.hub import MessageHub
+from pluginloop.plugins import load_plugins
 from pluginloop.priority import PriorityLike
-from pluginloop.registry import HOOKS
+from pluginloop.registry import HOOKS, check_arguments
 
 __all__ = ["Runner", "train"]
 
@@ -61,6 +64,10 @@ class Runner:
         device: str | torch.device | None = None,
         launcher: str = "auto",
         backend: str | None = None,
+        ddp_kwargs: Mapping[str, Any] | None = None,
+        dist_timeout: float | datetime.timedelta | None = None,
+        autoload_plugins: bool = True,
+        disable_plugins: Sequence[str] = (),
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}", "model")
@@ -71,7 +78,8 @@ class Runner:
                 raise ConfigError(f"must be a positive int, got {value!r}", key)
         if train_dataloader is not None and max_epochs is None and max_iters is None:
             raise ConfigError("training needs a length: pass max_epochs= or max_iters=", "max_epochs")
-        self._dist = dist.setup(launcher, backend, device)
+        self._dist_timeout = _check_dist_options(ddp_kwargs, dist_timeout)
+        self._dist = dist.setup(launcher, backend, device, self._dist_timeout)
         self.rank, self.world_size, self.device = self._dist.rank, self._dist.world_size, self._dist.device
         self.logger = _make_logger(self.rank)
         self.work_dir = Path(work_dir)
@@ -80,10 +88,11 @@ class Runner:
         self.optimizer = build_optimizer(optimizer, self.model)
         self.param_schedulers = build_schedulers(scheduler if scheduler is not None else param_scheduler,
                                                  self.optimizer)
-        self.wrapped_model = dist.wrap_model(self.model, self._dist)
+        self.wrapped_model = dist.wrap_model(self.model, self._dist, **dict(ddp_kwargs or {}))
         self.loss_fn = loss_fn
         self._meter = MetricMeter(metrics or {})
-        self.train_dataloader = self._shard(train_dataloader, train=True)
+        # Rebuilt around a sampler whose order is a function of (seed, epoch): see pluginloop._resume.
+        self.train_dataloader = _resume.make_resumable(self._shard(train_dataloader, train=True), self.seed)
         self.val_dataloader = self._shard(val_dataloader, train=False)
         self.test_dataloader = self._shard(test_dataloader, train=False)
         self.max_iters = max_iters if max_iters is not None else math.inf
@@ -91,19 +100,40 @@ class Runner:
             max_epochs = math.ceil(max_iters / len(self.train_dataloader))
         self.max_epochs = max_epochs or 0
         self.val_interval = val_interval
-        self.load_from, self.resume = load_from, resume
+        self.load_from = load_from
+        self.resume: bool | str | os.PathLike[str] | None = resume
         self.epoch = self.iter = 0
         self.should_stop = False
         self.outputs: dict[str, Any] = {}
         self.message_hub = MessageHub()
         #: Context-manager factories entered around every forward pass (e.g. autocast).
         self.forward_contexts: list[Callable[[], contextlib.AbstractContextManager[Any]]] = []
+        #: The loss scaler an AMP hook (Fp16OptimizerHook) installs; OptimizerHook steps through it.
+        self.grad_scaler: torch.amp.GradScaler | None = None
         self._resume_inner = self._inner_done = 0
         self._iter_done = self._epoch_done = False
+        self._preempt = _preempt.Preemption()
+        self._closed = False  # close() ran: a distributed runner cannot run again
+        # Random state a resume applies once the data iterator is positioned (_state.restore_rng),
+        # and training's own while validation runs on a copy (_state.training_rng_kept).
+        self._pending_rng: dict[str, Any] | None = None
+        self._train_rng: dict[str, Any] | None = None
         self._pm = PluginManager()
         self.hook = self._pm.hook
-        for key, cfg in hook_configs(DEFAULT_HOOKS, default_hooks, custom_hooks):
-            self.register_hook(cfg, key=key)
+        #: Where each hook came from, by registered name: shown by hook_plan() / `pluginloop hooks`.
+        self._sources: dict[str, str] = {}
+        self._configured = set(default_hooks) if isinstance(default_hooks, Mapping) else set()
+        configs = hook_configs(DEFAULT_HOOKS, default_hooks, custom_hooks)
+        # Custom hooks are built first: one that configures an installed plugin replaces it.
+        customs = [(key, HOOKS.build(cfg, key=key)) for key, cfg in configs if key.startswith("custom_hooks")]
+        for key, cfg in configs:
+            if not key.startswith("custom_hooks"):
+                self.register_hook(cfg, key=key)
+        #: Installed entry-point plugins and their status (pluginloop.plugins), registered
+        #: after the default hooks and before the custom hooks, sorted by name (SPEC section 3).
+        self.plugins = load_plugins(self._pm, autoload_plugins, disable_plugins, [h for _, h in customs])
+        for key, hook in customs:
+            self.register_hook(hook, key=key)
 
     # -- plugins ------------------------------------------------------------------------
 
@@ -122,18 +152,50 @@ class Runner:
         unique, n = base, 1
         while self._pm.has_plugin(unique) and name is None:
             unique, n = f"{base}-{n}", n + 1
-        registered = self._pm.register(obj, unique, priority)
-        return str(registered)
+        registered = str(self._pm.register(obj, unique, priority))
+        if key == "hook":
+            self._sources[registered] = "code (register_hook)"
+        elif key.startswith("default_hooks.") and key.partition(".")[2] not in self._configured:
+            self._sources[registered] = f"built-in default ({key})"
+        else:
+            self._sources[registered] = f"config {key}"
+        return registered
 
     def get_hooks_info(self) -> dict[str, list[str]]:
         """Per hook point, ``"Name (PRIORITY)"`` of each hook in call order."""
         return self._pm.hooks_info()
 
+    def hook_plan(self) -> dict[str, list[dict[str, Any]]]:
+        """Per hook point, each hook in call order: name, object, priority (value and name), source.
+
+        The source is ``built-in default (default_hooks.<key>)``, ``config <key path>``, ``plugin
+        <distribution> <version> (entry point <name>)`` or ``code (register_hook)``.
+        """
+        plugins = {info.name: info for info in self.plugins}
+        objects = dict(self._pm.list_name_plugin())
+
+        def source(name: str) -> str:
+            info = plugins.get(name)
+            if name not in self._sources and info is not None:
+                return f"plugin {info.distribution} {info.version} (entry point {name!r})"
+            return self._sources.get(name, "registered on the plugin manager directly")
+
+        return {
+            point: [_summary.plan_entry(name, objects[name], value, source(name))
+                    for name, value in self._pm.ordered_impls(point)]
+            for point in HOOK_POINTS
+        }
+
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Train (validating every ``val_interval`` epochs and after the last), then test."""
+        """Train (validating every ``val_interval`` epochs and after the last), then test.
+
+        The whole job: when it succeeds, it ends the distributed run (``close()``). For
+        several phases in one process use ``train()``, ``val()``, ``test()``, then ``close()``.
+        """
         self._run(train=True, test=self.test_dataloader is not None)
+        self.close()
 
     def train(self) -> None:
         """Train (with validation) only."""
@@ -147,9 +209,48 @@ class Runner:
         """One test loop; returns its metrics."""
         return self._run(test=True)
 
+    @property
+    def is_main_process(self) -> bool:
+        """True on rank 0, the process that writes logs, checkpoints and plugin outputs."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        """End this runner's distributed run: release its DDP wrapper, destroy the group if it made it.
+
+        ``run()`` and a preemption exit call it, and ``with Runner(...) as runner:`` at the end of
+        the block. After ``train()`` / ``val()`` / ``test()`` call it yourself before the script
+        ends: with torch 2.13, gloo workers that exit with the group alive sometimes abort
+        ("terminate called without an active exception"); destroying it first does not.
+        A group cannot be reliably re-created in a torchrun worker, so a closed distributed
+        runner cannot run again, and other Runners of the process must run before the one
+        that made the group closes (they join its group; closing them leaves it up).
+        Idempotent; a no-op in a single process.
+        """
+        if self.world_size > 1 and not self._closed:
+            self._closed = True
+            # Let go of DDP: it holds the process group, which is (or will be) destroyed.
+            self.wrapped_model = self.model
+        dist.teardown(self._dist)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """``close()`` after a block that ended normally; after an error, leave it to the exit."""
+        if exc_type is None:  # a peer may be dead: destroying then can hang or abort
+            self.close()
+
     def _run(self, train: bool = False, val: bool = False, test: bool = False) -> dict[str, float]:
         hook, metrics = self.hook, {}
-        with self._blame_hooks():
+        if self.world_size > 1 and (self._closed or not dist.is_distributed()):
+            raise DistributedError("this distributed runner is closed (run() and close() end it) and cannot "
+                                   "run again; for several phases call train(), val(), test(), then close()")
+        if train:
+            _summary.log_start(self)  # the run's shape and hook plan, once, before anything runs
+        # While training, SIGTERM/SIGINT only set a flag, read at the next iteration boundary.
+        with self._blame_hooks(), (self._preempt if train else contextlib.nullcontext()):
             hook.before_run(runner=self)
             self._load_or_resume()
             while train and self.epoch < self.max_epochs and self.iter < self.max_iters and not self.should_stop:
@@ -172,6 +273,8 @@ class Runner:
                     self._inner_done += 1
                     if self.iter >= self.max_iters:
                         break
+                    if self._preempted():  # a signal reached this rank or another: save, exit
+                        self._stop_for_signal()
                 if stopped:
                     break
                 self._epoch_done = True
@@ -179,9 +282,9 @@ class Runner:
                 self._epoch_done = False
                 self.epoch += 1
                 self._inner_done = 0
-                last = self.epoch >= self.max_epochs or self.iter >= self.max_iters
-                if self.val_dataloader is not None and (self.epoch % self.val_interval == 0 or last):
-                    metrics = self._evaluate("val")
+                if self._val_due(self.epoch):
+                    with _state.training_rng_kept(self):  # validation must not move training's random stream
+                        metrics = self._evaluate("val")
             if val:
                 metrics = self._evaluate("val")
             if test:
@@ -204,7 +307,9 @@ class Runner:
                 data_batch = to_device(data_batch, self.device)
                 before_iter(runner=self, batch_idx=batch_idx, data_batch=data_batch)
                 with self._forward_context():
-                    outputs = forward(self.wrapped_model, data_batch, self.loss_fn)
+                    # The bare model, not DDP: its forward may broadcast buffers (a collective),
+                    # and evaluation shards are exact, so ranks may run one batch fewer.
+                    outputs = forward(self.model, data_batch, self.loss_fn)
                 self._meter.update(outputs)
                 after_iter(runner=self, batch_idx=batch_idx, data_batch=data_batch, outputs=outputs)
         means, count = self._meter.compute()
@@ -214,12 +319,15 @@ class Runner:
         return metrics
 
     def _train_batches(self) -> Iterator[tuple[int, Any]]:
-        """The batches of this epoch, starting after those a resumed checkpoint already trained."""
+        """The batches of this epoch, starting after those a resumed checkpoint already trained.
+
+        The trained batches are skipped in the sampler, not loaded (pluginloop._resume); the
+        resumed random state is applied only then, where the interrupted run stood when it saved.
+        """
         start, self._resume_inner = self._resume_inner, 0
         self._inner_done = start
-        batches = enumerate(self.train_dataloader)
-        for _ in range(start):  # replaced by sampler-level skipping in pluginloop._resume
-            next(batches)
+        batches = _resume.epoch_batches(self.train_dataloader, self.epoch, start, self.logger)
+        _state.restore_rng(self)
         return batches
 
     def _forward_context(self) -> contextlib.AbstractContextManager[Any]:
@@ -238,11 +346,46 @@ class Runner:
             return self.epoch, self.iter + 1, self._inner_done + 1
         return self.epoch, self.iter, self._inner_done
 
+    def _val_due(self, epochs: int) -> bool:
+        """Whether validation follows the train epoch after which ``epochs`` epochs are complete."""
+        last = epochs >= self.max_epochs or self.iter >= self.max_iters
+        return self.val_dataloader is not None and (epochs % self.val_interval == 0 or last)
+
     def _shard(self, loader: Any, train: bool) -> Any:
         if loader is None or self.world_size == 1:
             return loader
-        shuffle = dist.loader_shuffles(loader) if train else False
-        return dist.shard_dataloader(loader, shuffle=shuffle, seed=self.seed)
+        if not train:  # each sample on exactly one rank, so reduced metrics are exact
+            return dist.shard_dataloader(loader, shuffle=False, seed=self.seed, exact=True)
+        return dist.shard_dataloader(loader, shuffle=dist.loader_shuffles(loader), seed=self.seed)
+
+    def _preempted(self) -> int:
+        """The signal that asks this run to stop (0: none), agreed by all ranks.
+
+        Distributed, ``should_stop`` is agreed in the same reduction: a hook that sets it on
+        one rank (a local NaN check) stops every rank at this boundary instead of leaving
+        the others waiting in the next collective.
+        """
+        if self.world_size == 1:  # a single process pays nothing per iteration
+            return self._preempt.signum
+        # One tiny CPU all-reduce per iteration. The max of 2 * signum + stop is the largest
+        # signal, and when no rank has one, whether any rank wants to stop.
+        agreed = dist.max_over_ranks(2 * self._preempt.signum + int(self.should_stop))
+        self.should_stop = self.should_stop or bool(agreed & 1)
+        return agreed >> 1
+
+    def _stop_for_signal(self) -> None:
+        """Save a checkpoint on every rank's behalf and exit with 128 + the signal number."""
+        signum = self._preempted()  # agreed already; read again so that every rank names the same
+        name = signal.Signals(signum).name
+        path = _preempt.save_checkpoint(self)
+        self.logger.warning(
+            "%s received: stopped after iteration %d (epoch %d, %d iterations into it); saved %s. "
+            "Resume with Runner(..., resume=True) in work_dir %s (`pluginloop train CONFIG --resume`), "
+            "or resume='%s'",
+            name, self.iter, self.epoch + 1, self._inner_done, path, self.work_dir, path,
+        )
+        self.close()  # every rank is here, in step: the one safe moment to destroy the group
+        raise SystemExit(_preempt.exit_code(signum))
 
     @contextlib.contextmanager
     def _blame_hooks(self) -> Iterator[None]:
@@ -253,19 +396,26 @@ class Runner:
             raise
         except Exception as exc:
             culprit = self._culprit(exc.__traceback__)
+            if self.world_size > 1 and dist.is_peer_failure(exc):  # another rank is the cause
+                where = f"in {culprit[0]!r} at {culprit[1]!r}" if culprit else "in the loop"
+                where += f" (epoch {self.epoch}, iteration {self.iter})"
+                raise dist.peer_failure_error(exc, where, self._dist_timeout) from exc
             if culprit is None:
                 raise
             raise HookCallError(*culprit, self.epoch, self.iter, exc) from exc
 
     def _culprit(self, tb: TracebackType | None) -> tuple[str, str] | None:
-        codes = {
-            getattr(impl.function, "__code__", None): (impl.plugin_name, point)
-            for point in HOOK_POINTS
-            for impl in self.hook.__dict__[point].get_hookimpls()
-        }
+        # Instances of one Hook class share their methods' code: tell them apart by `self`.
+        codes: dict[tuple[Any, Any], tuple[str, str]] = {}
+        for point in HOOK_POINTS:
+            for impl in self.hook.__dict__[point].get_hookimpls():
+                code = getattr(impl.function, "__code__", None)
+                codes[code, id(getattr(impl.function, "__self__", None))] = (impl.plugin_name, point)
+                codes.setdefault((code, None), (impl.plugin_name, point))
         found = None
         while tb is not None:  # the innermost hook frame is the one to blame
-            found = codes.get(tb.tb_frame.f_code, found)
+            code, owner = tb.tb_frame.f_code, tb.tb_frame.f_locals.get("self")
+            found = codes.get((code, id(owner)), codes.get((code, None), found))
             tb = tb.tb_next
         return found
 
@@ -280,31 +430,95 @@ class Runner:
         """
         state = _state.collect(self, save_optimizer)
         self.hook.before_save_checkpoint(runner=self, checkpoint=state)
+        _state.check_plain(state)  # else it would save, then refuse to load (weights_only) at resume
         path = Path(out_dir or self.work_dir) / filename
+        failed: Exception | None = None
         if self.rank == 0:
-            epoch, iteration, _ = self._completed()
-            checkpoint.save_checkpoint(state, path, meta={"epoch": epoch, "iter": iteration, "step": iteration})
-            checkpoint.write_pointer(self.work_dir, path)
-        dist.barrier()
+            try:
+                epoch, iteration, _ = self._completed()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.work_dir.mkdir(parents=True, exist_ok=True)  # the pointer's home, when out_dir differs
+                meta = {"epoch": epoch, "iter": iteration, "step": iteration}
+                checkpoint.save_checkpoint(state, path, meta=meta)
+                checkpoint.write_pointer(self.work_dir, path)
+            except Exception as exc:  # raised below, after the other ranks learnt of it
+                failed = exc
+        # Every rank, outside the rank-0 branch: the others wait for the write (like a
+        # barrier) and learn whether it failed, instead of waiting in the next collective.
+        if dist.max_over_ranks(int(failed is not None)):
+            if failed is not None:
+                raise failed
+            raise DistributedError(f"rank 0 failed to write checkpoint {path}: its traceback names the cause")
         return path
 
     def load_checkpoint(self, path: str | os.PathLike[str], resume: bool = True) -> dict[str, Any]:
-        """Load ``path``: everything when ``resume``, else model weights only; fires after_load_checkpoint."""
-        ckpt = checkpoint.load_checkpoint(path, map_location=self.device)
+        """Load ``path``: everything when ``resume``, else model weights only; fires after_load_checkpoint.
+
+        The file is verified against its record before anything is applied, and loaded with
+        ``weights_only=True`` (it cannot run code). Weights only (``resume=False``, i.e.
+        ``load_from``) also takes a foreign ``torch.save`` file, which has no record to verify.
+        """
+        path = Path(path)
+        verify = resume or not path.is_file() or checkpoint._record_path(path).is_file()
+        if not verify:
+            self.logger.warning("load_from: %s has no pluginloop record, so it was not verified; loading its "
+                                "weights with weights_only=True", path)
+        try:
+            ckpt = checkpoint.load_checkpoint(path, map_location=self.device, verify=verify)
+        except CheckpointError as exc:
+            if resume and path.is_file() and not checkpoint._record_path(path).is_file():
+                raise CheckpointError(f"cannot resume from {path}: it has no pluginloop record, so it was "
+                                      "not written by pluginloop (or its save was interrupted); to start "
+                                      "from its weights, pass load_from= instead", path) from exc
+            raise
+        if resume:  # before any state is applied: refuse a position another world size cannot use
+            dist.check_resume_world_size(ckpt.get("meta", {}), self.world_size, path)
         (_state.restore if resume else _state.restore_weights)(self, ckpt)
         self.logger.info("%s %s (epoch %d, iter %d)", "resumed from" if resume else "loaded weights from",
                          path, self.epoch, self.iter)
         self.hook.after_load_checkpoint(runner=self, checkpoint=ckpt)
+        if resume and not self._resume_inner:  # saved at an epoch boundary: the run stood right here
+            _state.restore_rng(self)
         return ckpt
 
+    def _checkpoint_dirs(self) -> list[Path]:
+        """The work dir, then each directory a hook saves checkpoints to (CheckpointHook's out_dir)."""
+        dirs = [self.work_dir]
+        for _, plugin in self._pm.list_name_plugin():
+            where = getattr(plugin, "checkpoint_dir", None)
+            if callable(where) and Path(where(self)) not in dirs:
+                dirs.append(Path(where(self)))
+        return dirs
+
     def _load_or_resume(self) -> None:
+        if self.is_main_process:  # killed saves leave temp files; at start nothing is writing
+            for directory in self._checkpoint_dirs():
+                for stale in checkpoint.remove_stale_temp_files(directory):
+                    self.logger.info("removed %s, left by an interrupted save", stale)
+        path: Path | None = None
         if self.resume:
-            path = (checkpoint.find_resumable(self.work_dir) if self.resume is True else Path(self.resume))
-            if path is not None:
-                self.load_checkpoint(path, resume=True)
+            if self.resume is True:  # rank 0 picks, so that every rank loads the same file
+                directory = self._checkpoint_dirs()[-1]
+                found = checkpoint.find_resumable(directory, self.work_dir) if self.is_main_process else None
+                path = dist.broadcast_object(found)
             else:
-                self.logger.info("resume=True: no checkpoint in %s yet, starting fresh", self.work_dir)
-        elif self.load_from is not None:
+                path = Path(self.resume)
+            unseen = path is not None and self.world_size > 1 and not os.path.isfile(path)
+            if path is not None and self.world_size > 1 and dist.max_over_ranks(int(unseen)):
+                raise DistributedError(f"checkpoint {path} is missing on some rank: in a multi-node run "
+                                       "the work_dir must be on a filesystem every node sees")
+            if path is None:
+                self.logger.info("resume=True: no checkpoint in %s yet, %s", self._checkpoint_dirs()[-1],
+                                 "loading the weights of load_from" if self.load_from else "starting fresh")
+        if path is not None:
+            ckpt = self.load_checkpoint(path, resume=True)
+            if ckpt["meta"].get("val_pending") and self.val_dataloader is not None:
+                # Saved at the end of a train epoch, before its validation: run it now, as the
+                # interrupted run did next (plateau schedulers, best checkpoint, early stopping).
+                self.logger.info("the checkpoint precedes its epoch's validation: validating first")
+                with _state.training_rng_kept(self):
+                    self._evaluate("val")
+        elif self.load_from is not None:  # with resume=True, only when there is nothing to resume
             self.load_checkpoint(self.load_from, resume=False)
         self.resume = self.load_from = None  # once per runner, not again in a later phase
 
@@ -312,13 +526,37 @@ class Runner:
 def _make_logger(rank: int) -> logging.Logger:
     logger = logging.getLogger("pluginloop")
     if not any(getattr(h, "_pluginloop", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler = _summary.StdoutHandler()
+        # Level names padded to WARNING's width, so that messages line up in one column.
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
         handler._pluginloop = True  # type: ignore[attr-defined]  # marks ours, so it is added once
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     return logger
+
+
+def _check_dist_options(
+    ddp_kwargs: Mapping[str, Any] | None, timeout: float | datetime.timedelta | None
+) -> datetime.timedelta | None:
+    """Check ``ddp_kwargs`` and ``dist_timeout`` before any process group exists; return the timeout."""
+    if ddp_kwargs is not None:
+        if not isinstance(ddp_kwargs, Mapping):
+            raise ConfigError(f"expected a dict of DistributedDataParallel arguments, got {ddp_kwargs!r}",
+                              "ddp_kwargs")
+        # module and process_group are the runner's to give.
+        check_arguments(DistributedDataParallel, ddp_kwargs, "ddp_kwargs", given=("module", "process_group"))
+    if timeout is None or isinstance(timeout, datetime.timedelta):
+        seconds = None if timeout is None else timeout.total_seconds()
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise ConfigError(f"expected seconds (a number) or a datetime.timedelta, got {timeout!r}",
+                          "dist_timeout")
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(f"must be positive: the longest wait for the other ranks, got {timeout!r}",
+                          "dist_timeout")
+    return None if seconds is None else datetime.timedelta(seconds=seconds)
 
 
 def _seed_everything(seed: int | None) -> int:

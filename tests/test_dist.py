@@ -275,6 +275,65 @@ def test_shard_dataloader_warns_that_a_subclass_becomes_a_dataloader(as_rank1: N
         assert type(pldist.shard_dataloader(loader, shuffle=False, seed=0)) is DataLoader
 
 
+@pytest.mark.parametrize(("size", "world"), [(7, 2), (8, 2), (5, 3), (3, 3), (10, 4)])
+def test_shard_sampler_gives_each_index_to_exactly_one_rank(size: int, world: int) -> None:
+    shards = [list(pldist.ShardSampler(size, world, rank)) for rank in range(world)]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))  # no index twice
+    assert [len(pldist.ShardSampler(size, world, r)) for r in range(world)] == [len(s) for s in shards]
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_exact_shard_dataloader_pads_nothing(as_rank1: None) -> None:
+    loader = DataLoader(TensorDataset(torch.arange(7)), batch_size=2)
+    sharded = pldist.shard_dataloader(loader, shuffle=False, seed=0, exact=True)
+    assert isinstance(sharded.sampler, pldist.ShardSampler)
+    assert _indices(sharded) == [1, 3, 5]  # a DistributedSampler would repeat sample 0 here
+    assert pldist.shard_dataloader(sharded, shuffle=False, seed=0, exact=True) is sharded
+    with pytest.raises(ValueError, match="exact=True shards in order"):
+        pldist.shard_dataloader(loader, shuffle=True, seed=0, exact=True)
+    tiny = DataLoader(TensorDataset(torch.arange(1)))
+    with pytest.raises(DistributedError, match="evaluation set of 1 samples over 2 ranks"):
+        pldist.shard_dataloader(tiny, shuffle=False, seed=0, exact=True)
+
+
+def test_a_second_group_in_one_process_is_refused_before_any_rendezvous(
+    torchrun_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pldist, "_destroyed", [True])  # as after a teardown in this process
+    with pytest.raises(DistributedError, match="already created and destroyed a process group"):
+        pldist.setup()
+    assert not torch.distributed.is_initialized()
+
+
+def test_max_over_ranks_is_the_value_in_a_single_process(no_torchrun_env: None) -> None:
+    assert pldist.max_over_ranks(15) == 15
+
+
+def test_peer_failures_are_told_from_other_errors() -> None:
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting "
+                        "10000ms for recv operation to complete")  # fmt: skip
+    assert pldist.is_peer_failure(gloo)
+    assert pldist.is_peer_failure(RuntimeError("Connection closed by peer [127.0.0.1]:1234"))
+    assert pldist.is_peer_failure(torch.distributed.DistBackendError("NCCL communicator was aborted"))
+    assert not pldist.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not pldist.is_peer_failure(ValueError("gloo"))
+    error = pldist.peer_failure_error(gloo, "in the loop", datetime.timedelta(seconds=12))
+    assert "a collective failed in the loop: RuntimeError: [" in str(error)
+    assert "(12 s; set it with Runner(dist_timeout=seconds))" in str(error)
+
+
+def test_resume_under_another_world_size_is_refused_mid_epoch_and_warned_at_epoch_ends() -> None:
+    pldist.check_resume_world_size({"world_size": 2, "inner_iter": 3}, 2, "a.pth")  # same size: fine
+    pldist.check_resume_world_size({"inner_iter": 3}, 4, "a.pth")  # no record (older file): fine
+    with pytest.raises(DistributedError) as excinfo:
+        pldist.check_resume_world_size({"world_size": 2, "epoch": 1, "inner_iter": 3}, 4, "a.pth")
+    message = str(excinfo.value)
+    assert "cannot resume a.pth with world size 4: it was saved by a run of world size 2" in message
+    assert "3 iterations into epoch 2" in message and "--nproc-per-node=2" in message
+    with pytest.warns(UserWarning, match=r"saved by a run of world size 2, with world size 4"):
+        pldist.check_resume_world_size({"world_size": 2, "epoch": 2, "inner_iter": 0}, 4, "a.pth")
+
+
 # ------------------------------------------------------ real 2-process gloo run (spawn)
 
 
@@ -299,6 +358,7 @@ def _spawn_worker(rank: int, port: int, out_dir: str) -> None:
     obs["any_rank1"] = pldist.any_rank(rank == 1, CPU)
     obs["any_none"] = pldist.any_rank(False, CPU)
     obs["broadcast"] = pldist.broadcast_object({"from": rank}, src=1)
+    obs["max"] = pldist.max_over_ranks(10 * rank + 3)
 
     # Rank 0: 3 samples, means acc .5 / loss 2; rank 1: 1 sample, in another dict order.
     local = {"acc": 0.5, "loss": 2.0} if rank == 0 else {"loss": 1.0, "acc": 1.0}
@@ -390,6 +450,7 @@ def test_reductions_and_broadcast_agree_on_every_rank(ranks: list[dict[str, Any]
 def test_any_rank_is_true_everywhere_when_only_rank1_says_so(ranks: list[dict[str, Any]]) -> None:
     assert [obs["any_rank1"] for obs in ranks] == [True, True]
     assert [obs["any_none"] for obs in ranks] == [False, False]
+    assert [obs["max"] for obs in ranks] == [13, 13]
 
 
 @pytest.mark.slow
