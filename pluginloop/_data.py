@@ -96,7 +96,9 @@ class MetricMeter:
 
     def __init__(self, metrics: Mapping[str, Any]) -> None:
         self.metrics = dict(metrics)
-        self.stateful = {n: m for n, m in self.metrics.items() if hasattr(m, "update") and hasattr(m, "compute")}
+        self.stateful = {
+            n: m for n, m in self.metrics.items() if hasattr(m, "update") and hasattr(m, "compute")
+        }
         self.sums: dict[str, torch.Tensor | float] = {}
         self.count = 0
         for name, metric in self.metrics.items():

@@ -67,10 +67,12 @@ def run_shape(runner: Runner) -> list[tuple[str, str]]:
                       f"world size {runner.world_size}, seed {runner.seed}")]
     if runner.train_dataloader is not None:
         per_epoch = _batches(runner.train_dataloader)
-        if math.isinf(runner.max_iters):
-            iterations = "?" if per_epoch == "?" else plural(runner.max_epochs * int(per_epoch), "iteration")
-            total = "" if per_epoch == "?" else f" = {iterations}"
-            length = f"{plural(runner.max_epochs, 'epoch')} x {per_epoch} iterations{total}"
+        by_epochs = math.inf if per_epoch == "?" else runner.max_epochs * int(per_epoch)
+        if runner.max_iters == by_epochs:  # whole epochs (max_iters follows from max_epochs)
+            length = (f"{plural(runner.max_epochs, 'epoch')} x {per_epoch} iterations = "
+                      f"{plural(int(by_epochs), 'iteration')}")
+        elif math.isinf(runner.max_iters):
+            length = f"{plural(runner.max_epochs, 'epoch')} x ? iterations"
         else:
             length = (f"{plural(int(runner.max_iters), 'iteration')} "
                       f"({per_epoch} per epoch, {plural(runner.max_epochs, 'epoch')})")

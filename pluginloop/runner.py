@@ -23,7 +23,13 @@ from pluginloop import _preempt, _resume, _state, _summary, checkpoint, dist
 from pluginloop._build import build_optimizer, build_schedulers, hook_configs
 from pluginloop._data import MetricMeter, forward, to_device
 from pluginloop._manager import PluginManager
-from pluginloop.errors import CheckpointError, ConfigError, DistributedError, HookCallError
+from pluginloop.errors import (
+    CheckpointError,
+    ConfigError,
+    DistributedError,
+    HookCallError,
+    PluginValidationError,
+)
 from pluginloop.hooks import DEFAULT_HOOKS
 from pluginloop.hookspecs import HOOK_POINTS
 from pluginloop.hub import MessageHub
@@ -73,7 +79,8 @@ class Runner:
             raise ConfigError(f"expected a torch.nn.Module, got {type(model).__name__}", "model")
         if scheduler is not None and param_scheduler is not None:
             raise ConfigError("give scheduler= or its alias param_scheduler=, not both", "param_scheduler")
-        for key, value in (("max_epochs", max_epochs), ("max_iters", max_iters), ("val_interval", val_interval)):
+        lengths = (("max_epochs", max_epochs), ("max_iters", max_iters), ("val_interval", val_interval))
+        for key, value in lengths:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"must be a positive int, got {value!r}", key)
         if train_dataloader is not None and max_epochs is None and max_iters is None:
@@ -95,10 +102,9 @@ class Runner:
         self.train_dataloader = _resume.make_resumable(self._shard(train_dataloader, train=True), self.seed)
         self.val_dataloader = self._shard(val_dataloader, train=False)
         self.test_dataloader = self._shard(test_dataloader, train=False)
-        self.max_iters = max_iters if max_iters is not None else math.inf
-        if max_epochs is None and max_iters is not None and self.train_dataloader is not None:
-            max_epochs = math.ceil(max_iters / len(self.train_dataloader))
-        self.max_epochs = max_epochs or 0
+        #: The run's planned length: ``max_iters`` is the total either way (derived from
+        #: ``max_epochs`` and the loader's length when not given; inf for a loader without one).
+        self.max_epochs, self.max_iters = _run_length(self.train_dataloader, max_epochs, max_iters)
         self.val_interval = val_interval
         self.load_from = load_from
         self.resume: bool | str | os.PathLike[str] | None = resume
@@ -152,7 +158,13 @@ class Runner:
         unique, n = base, 1
         while self._pm.has_plugin(unique) and name is None:
             unique, n = f"{base}-{n}", n + 1
-        registered = str(self._pm.register(obj, unique, priority))
+        try:
+            registered = str(self._pm.register(obj, unique, priority))
+        except PluginValidationError as exc:
+            if key == "hook":
+                raise
+            raise PluginValidationError(obj, f"{key}: {exc}") from None  # name the config entry
+
         if key == "hook":
             self._sources[registered] = "code (register_hook)"
         elif key.startswith("default_hooks.") and key.partition(".")[2] not in self._configured:
@@ -247,13 +259,16 @@ class Runner:
         if self.world_size > 1 and (self._closed or not dist.is_distributed()):
             raise DistributedError("this distributed runner is closed (run() and close() end it) and cannot "
                                    "run again; for several phases call train(), val(), test(), then close()")
-        if train:
-            _summary.log_start(self)  # the run's shape and hook plan, once, before anything runs
         # While training, SIGTERM/SIGINT only set a flag, read at the next iteration boundary.
         with self._blame_hooks(), (self._preempt if train else contextlib.nullcontext()):
             hook.before_run(runner=self)
+            if train:  # the run's shape and hook plan, once; after before_run, so the log file has it
+                _summary.log_start(self)
             self._load_or_resume()
-            while train and self.epoch < self.max_epochs and self.iter < self.max_iters and not self.should_stop:
+            # max_iters is the run's length (inf only for a loader without one; then max_epochs ends it)
+            while train and not self.should_stop and self.epoch < self.max_epochs and (
+                self.iter < self.max_iters
+            ):
                 self.wrapped_model.train()
                 hook.before_train_epoch(runner=self)
                 stopped = False
@@ -296,7 +311,8 @@ class Runner:
         """One validation or test loop: the same code for both, firing that kind's points."""
         loader = self.val_dataloader if kind == "val" else self.test_dataloader
         if loader is None:
-            raise ConfigError(f"no {kind} loader: pass {kind}_dataloader= to the Runner", f"{kind}_dataloader")
+            raise ConfigError(f"no {kind} loader: pass {kind}_dataloader= to the Runner",
+                              f"{kind}_dataloader")
         before_iter = getattr(self.hook, f"before_{kind}_iter")
         after_iter = getattr(self.hook, f"after_{kind}_iter")
         self.wrapped_model.eval()
@@ -557,6 +573,24 @@ def _check_dist_options(
         raise ConfigError(f"must be positive: the longest wait for the other ranks, got {timeout!r}",
                           "dist_timeout")
     return None if seconds is None else datetime.timedelta(seconds=seconds)
+
+
+def _run_length(loader: Any, max_epochs: int | None, max_iters: int | None) -> tuple[int, float]:
+    """``(max_epochs, max_iters)``: the one not given follows from the other and ``len(loader)``."""
+    try:
+        per_epoch: int | None = len(loader) if loader is not None else None
+    except TypeError:  # an iterable dataset: only max_iters can end the run early
+        per_epoch = None
+    if per_epoch == 0:
+        raise ConfigError("the train loader yields no batch (an empty dataset, or drop_last with fewer "
+                          "samples than batch_size): give it data or leave train_dataloader out",
+                          "train_dataloader")
+    limit = math.inf if max_iters is None else max_iters
+    if per_epoch is None:
+        return max_epochs or 0, limit
+    if max_epochs is None:
+        max_epochs = math.ceil(max_iters / per_epoch) if max_iters is not None else 0
+    return max_epochs, min(limit, max_epochs * per_epoch)
 
 
 def _seed_everything(seed: int | None) -> int:

@@ -411,6 +411,7 @@ def _spawn_worker(rank: int, port: int, out_dir: str) -> None:
         sharded.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         obs["epochs"].append(_indices(sharded))
 
+    del bn, model  # DDP holds the group: release it before the group is destroyed (gloo may abort)
     pldist.teardown(info)
     obs["initialized_after_teardown"] = torch.distributed.is_initialized()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(obs))

@@ -614,3 +614,29 @@ def test_every_n_helpers_are_false_for_non_positive_n(n: int) -> None:
     assert not hook.every_n_epochs(runner, n)  # type: ignore[arg-type]
     assert not hook.every_n_iters(runner, n)  # type: ignore[arg-type]
     assert not hook.every_n_inner_iters(3, n)
+
+
+# -- the run's length ----------------------------------------------------------------------
+
+
+def test_max_iters_is_the_planned_length_when_only_max_epochs_is_given(runner_kwargs: dict[str, Any]) -> None:
+    runner = Runner(**runner_kwargs)  # 2 epochs of 3 batches
+    assert (runner.max_epochs, runner.max_iters) == (2, 6)
+
+
+def test_max_epochs_follows_from_max_iters_and_the_shorter_limit_wins(runner_kwargs: dict[str, Any]) -> None:
+    del runner_kwargs["max_epochs"]
+    assert (lambda r: (r.max_epochs, r.max_iters))(Runner(**runner_kwargs, max_iters=4)) == (2, 4)
+    runner_kwargs["max_epochs"] = 1
+    assert (lambda r: (r.max_epochs, r.max_iters))(Runner(**runner_kwargs, max_iters=100)) == (1, 3)
+
+
+def test_an_empty_train_loader_fails_at_construction(runner_kwargs: dict[str, Any]) -> None:
+    runner_kwargs["train_dataloader"] = DataLoader(torch.zeros(1, 4), batch_size=2, drop_last=True)
+    with pytest.raises(ConfigError, match=r"train_dataloader: the train loader yields no batch"):
+        Runner(**runner_kwargs)
+
+
+def test_a_custom_hook_that_implements_nothing_names_its_config_entry(runner_kwargs: dict[str, Any]) -> None:
+    with pytest.raises(pluginloop.PluginValidationError, match=r"^custom_hooks\[1\]: .*implements no hook point"):
+        Runner(**runner_kwargs, custom_hooks=[Hook(), types.SimpleNamespace()])

@@ -114,25 +114,11 @@ class Hook:
 
     def is_last_epoch(self, runner: Runner) -> bool:
         """True during the last training epoch of the run (also when ``max_iters`` ends it)."""
-        total, per_epoch = _planned_iters(runner)
-        if per_epoch and total < math.inf:
-            return runner.epoch == (int(total) - 1) // per_epoch
+        per_epoch = len(runner.train_dataloader) if isinstance(runner.train_dataloader, Sized) else 0
+        if per_epoch and runner.max_iters < math.inf:
+            return runner.epoch == (int(runner.max_iters) - 1) // per_epoch
         return runner.epoch + 1 == runner.max_epochs
 
     def is_last_iter(self, runner: Runner) -> bool:
-        """True during the last training iteration of the run (also when ``max_epochs`` ends it)."""
-        return runner.iter + 1 == _planned_iters(runner)[0]
-
-
-def _planned_iters(runner: Runner) -> tuple[float, int]:
-    """(iterations the run trains, iterations per epoch or 0 if unknown).
-
-    ``runner.max_iters`` is ``math.inf`` when only ``max_epochs`` was given, and
-    ``runner.max_epochs`` may be larger than ``max_iters`` needs: the run ends at the first.
-    """
-    loader = runner.train_dataloader
-    per_epoch = len(loader) if isinstance(loader, Sized) else 0
-    total = float(runner.max_iters)
-    if per_epoch and runner.max_epochs:
-        total = min(total, runner.max_epochs * per_epoch)
-    return total, per_epoch
+        """True during the last training iteration of the run (``runner.max_iters`` is its length)."""
+        return runner.iter + 1 == runner.max_iters

@@ -153,11 +153,7 @@ class CheckpointHook(Hook):
     def before_run(self, runner: Runner) -> None:
         """Learn the run's last iteration (for ``save_last`` by iteration)."""
         if self.save_last and not self.by_epoch:
-            try:
-                per_epoch: float = len(runner.train_dataloader)
-            except TypeError:  # an iterable without a length: the run ends by max_iters only
-                per_epoch = math.inf
-            self._run_end = min(runner.max_iters, runner.max_epochs * per_epoch)
+            self._run_end = runner.max_iters
 
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None

@@ -17,7 +17,7 @@ import torch
 
 from pluginloop.errors import ConfigError
 from pluginloop.hooks.base import Hook
-from pluginloop.hooks.timer import loader_length, train_length
+from pluginloop.hooks.timer import loader_length
 from pluginloop.priority import Priority
 from pluginloop.registry import HOOKS
 
@@ -138,7 +138,7 @@ class LoggerHook(Hook):
             per_epoch = loader_length(runner.train_dataloader)
             header = f"Epoch(train) {_progress(epoch, runner.max_epochs)}{_progress(inner, per_epoch)}"
         else:
-            header = f"Iter(train) {_progress(done, train_length(runner))}"
+            header = f"Iter(train) {_progress(done, runner.max_iters)}"
         self._write(runner, header, {"mode": "train", "epoch": epoch, "iter": done}, scalars)
 
     def after_val_epoch(self, runner: Runner, metrics: dict[str, float]) -> None:

@@ -88,7 +88,7 @@ class OptimizerHook(Hook):
             self._optimizer.zero_grad(set_to_none=True)
             if self._pending_grads is not None:  # loaded before this hook saw the optimizer
                 self._put_grads(self._pending_grads)
-        self._run_iters = _run_length(runner)
+        self._run_iters = runner.max_iters
         if self.cumulative_iters == 1:
             return
         if not self._warned_batchnorm and _has_batchnorm(runner.model):
@@ -256,17 +256,6 @@ def _graph_leaf_ids(loss: torch.Tensor) -> set[int]:
             found.add(id(variable))
         stack.extend(next_fn for next_fn, _ in fn.next_functions)
     return found
-
-
-def _run_length(runner: Runner) -> float:
-    """Training iterations of the whole run (inf when the loader has no length)."""
-    if runner.train_dataloader is None:
-        return math.inf
-    try:
-        per_epoch = len(runner.train_dataloader)
-    except TypeError:
-        return float(runner.max_iters)
-    return float(min(runner.max_iters, runner.max_epochs * per_epoch))
 
 
 def _has_batchnorm(model: nn.Module) -> bool:

@@ -13,7 +13,7 @@ from pluginloop.registry import HOOKS
 if TYPE_CHECKING:
     from pluginloop.runner import Runner
 
-__all__ = ["IterTimerHook", "loader_length", "train_length"]
+__all__ = ["IterTimerHook", "loader_length"]
 
 
 def loader_length(loader: Any) -> int | None:
@@ -22,13 +22,6 @@ def loader_length(loader: Any) -> int | None:
         return len(loader)
     except TypeError:
         return None
-
-
-def train_length(runner: Runner) -> float:
-    """Iterations the training run lasts: ``max_iters`` or ``max_epochs`` epochs; inf if unknown."""
-    per_epoch = loader_length(runner.train_dataloader)
-    by_epochs = runner.max_epochs * per_epoch if per_epoch is not None else math.inf
-    return min(runner.max_iters, by_epochs)
 
 
 @HOOKS.register_module()
@@ -59,7 +52,7 @@ class IterTimerHook(Hook):
 
     def before_train_epoch(self, runner: Runner) -> None:
         """Start the clock for the epoch's first batch."""
-        self._total = train_length(runner)
+        self._total = runner.max_iters
         self._last = perf_counter()
 
     def before_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None) -> None:

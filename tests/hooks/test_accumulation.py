@@ -190,6 +190,7 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
         )
         runner.wrapped_model.register_comm_hook(None, count)  # type: ignore[operator]
         runner.train()
+        runner.close()  # lets go of DDP before the group is destroyed (else gloo may abort at exit)
         torch.save({"synced_at": synced_at, "params": [p.detach() for p in model.parameters()]},
                    Path(out_dir, f"rank{rank}.pt"))
     finally:
