@@ -638,5 +638,6 @@ def test_an_empty_train_loader_fails_at_construction(runner_kwargs: dict[str, An
 
 
 def test_a_custom_hook_that_implements_nothing_names_its_config_entry(runner_kwargs: dict[str, Any]) -> None:
-    with pytest.raises(pluginloop.PluginValidationError, match=r"^custom_hooks\[1\]: .*implements no hook point"):
+    expected = r"^custom_hooks\[1\]: .*implements no hook point"
+    with pytest.raises(pluginloop.PluginValidationError, match=expected):
         Runner(**runner_kwargs, custom_hooks=[Hook(), types.SimpleNamespace()])
