@@ -7,16 +7,25 @@ is read, as a ConfigError naming the key path and the fix.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from pluginloop.errors import ConfigError
-from pluginloop.registry import Registry, build_from_config
+from pluginloop.registry import Registry, build_from_config, check_arguments
 
-__all__ = ["SCHEDULERS", "ParamScheduler", "build_optimizer", "build_schedulers", "hook_configs"]
+__all__ = [
+    "SCHEDULERS",
+    "ParamScheduler",
+    "build_optimizer",
+    "build_schedulers",
+    "check_dist_options",
+    "hook_configs",
+]
 
 #: Scheduler classes by name: every ``torch.optim.lr_scheduler`` class, plus registered ones.
 SCHEDULERS = Registry("SCHEDULERS")
@@ -164,3 +173,26 @@ def hook_configs(
         customs = [custom_hooks]  # the design document's dict(dict(...)) is one dict
     out += [(f"custom_hooks[{i}]", c) for i, c in enumerate(customs)]
     return out
+
+
+def check_dist_options(
+    ddp_kwargs: Mapping[str, Any] | None, timeout: float | datetime.timedelta | None
+) -> datetime.timedelta | None:
+    """Check ``ddp_kwargs`` and ``dist_timeout`` before any process group exists; return the timeout."""
+    if ddp_kwargs is not None:
+        if not isinstance(ddp_kwargs, Mapping):
+            raise ConfigError(f"expected a dict of DistributedDataParallel arguments, got {ddp_kwargs!r}",
+                              "ddp_kwargs")
+        # module and process_group are the runner's to give.
+        check_arguments(DistributedDataParallel, ddp_kwargs, "ddp_kwargs", given=("module", "process_group"))
+    if timeout is None or isinstance(timeout, datetime.timedelta):
+        seconds = None if timeout is None else timeout.total_seconds()
+    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise ConfigError(f"expected seconds (a number) or a datetime.timedelta, got {timeout!r}",
+                          "dist_timeout")
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(f"must be positive: the longest wait for the other ranks, got {timeout!r}",
+                          "dist_timeout")
+    return None if seconds is None else datetime.timedelta(seconds=seconds)

@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from pluginloop.runner import Runner
 
 __all__ = [
-    "PlanEntry", "StdoutHandler", "format_plan", "hooks_in_order", "log_start", "plan_entry", "plural",
+    "PlanEntry",
+    "StdoutHandler",
+    "format_plan",
+    "hooks_in_order",
+    "log_start",
+    "make_logger",
+    "plan_entry",
+    "plural",
     "run_shape",
 ]
 
@@ -188,3 +195,17 @@ def plan_entry(name: str, plugin: object, priority: int, source: str) -> PlanEnt
         "priority_name": priority_name(priority),
         "source": source,
     }
+
+
+def make_logger(rank: int) -> logging.Logger:
+    """The ``pluginloop`` logger: INFO on rank 0, WARNING elsewhere, one aligned stdout handler."""
+    logger = logging.getLogger("pluginloop")
+    if not any(getattr(h, "_pluginloop", False) for h in logger.handlers):
+        handler = StdoutHandler()
+        # Level names padded to WARNING's width, so that messages line up in one column.
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+        handler._pluginloop = True  # type: ignore[attr-defined]  # marks ours, so it is added once
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    return logger

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 import math
 import os
 import random
@@ -17,14 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from pluginloop import _preempt, _resume, _state, _summary, checkpoint, dist
-from pluginloop._build import build_optimizer, build_schedulers, hook_configs
+from pluginloop import _checkpointing, _preempt, _resume, _state, _summary, dist
+from pluginloop._build import build_optimizer, build_schedulers, check_dist_options, hook_configs
 from pluginloop._data import MetricMeter, forward, to_device
 from pluginloop._manager import PluginManager
 from pluginloop.errors import (
-    CheckpointError,
     ConfigError,
     DistributedError,
     HookCallError,
@@ -35,7 +32,7 @@ from pluginloop.hookspecs import HOOK_POINTS
 from pluginloop.hub import MessageHub
 from pluginloop.plugins import load_plugins
 from pluginloop.priority import PriorityLike
-from pluginloop.registry import HOOKS, check_arguments
+from pluginloop.registry import HOOKS
 
 __all__ = ["Runner", "train"]
 
@@ -85,10 +82,10 @@ class Runner:
                 raise ConfigError(f"must be a positive int, got {value!r}", key)
         if train_dataloader is not None and max_epochs is None and max_iters is None:
             raise ConfigError("training needs a length: pass max_epochs= or max_iters=", "max_epochs")
-        self._dist_timeout = _check_dist_options(ddp_kwargs, dist_timeout)
+        self._dist_timeout = check_dist_options(ddp_kwargs, dist_timeout)
         self._dist = dist.setup(launcher, backend, device, self._dist_timeout)
         self.rank, self.world_size, self.device = self._dist.rank, self._dist.world_size, self._dist.device
-        self.logger = _make_logger(self.rank)
+        self.logger = _summary.make_logger(self.rank)
         self.work_dir = Path(work_dir)
         self.seed = _seed_everything(seed)
         self.model = model.to(self.device)
@@ -435,7 +432,7 @@ class Runner:
             tb = tb.tb_next
         return found
 
-    # -- checkpoints --------------------------------------------------------------------
+    # -- checkpoints (pluginloop._checkpointing) ---------------------------------------
 
     def save_checkpoint(
         self, filename: str, out_dir: str | os.PathLike[str] | None = None, save_optimizer: bool = True
@@ -443,29 +440,9 @@ class Runner:
         """Write the runner's complete state to ``out_dir/filename`` (rank 0 writes).
 
         Fires ``before_save_checkpoint`` with the dict first; updates ``last_checkpoint``.
+        Every rank calls it (collecting state and the write's outcome are collectives).
         """
-        state = _state.collect(self, save_optimizer)
-        self.hook.before_save_checkpoint(runner=self, checkpoint=state)
-        _state.check_plain(state)  # else it would save, then refuse to load (weights_only) at resume
-        path = Path(out_dir or self.work_dir) / filename
-        failed: Exception | None = None
-        if self.rank == 0:
-            try:
-                epoch, iteration, _ = self._completed()
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.work_dir.mkdir(parents=True, exist_ok=True)  # the pointer's home, when out_dir differs
-                meta = {"epoch": epoch, "iter": iteration, "step": iteration}
-                checkpoint.save_checkpoint(state, path, meta=meta)
-                checkpoint.write_pointer(self.work_dir, path)
-            except Exception as exc:  # raised below, after the other ranks learnt of it
-                failed = exc
-        # Every rank, outside the rank-0 branch: the others wait for the write (like a
-        # barrier) and learn whether it failed, instead of waiting in the next collective.
-        if dist.max_over_ranks(int(failed is not None)):
-            if failed is not None:
-                raise failed
-            raise DistributedError(f"rank 0 failed to write checkpoint {path}: its traceback names the cause")
-        return path
+        return _checkpointing.save(self, filename, out_dir, save_optimizer)
 
     def load_checkpoint(self, path: str | os.PathLike[str], resume: bool = True) -> dict[str, Any]:
         """Load ``path``: everything when ``resume``, else model weights only; fires after_load_checkpoint.
@@ -474,105 +451,10 @@ class Runner:
         ``weights_only=True`` (it cannot run code). Weights only (``resume=False``, i.e.
         ``load_from``) also takes a foreign ``torch.save`` file, which has no record to verify.
         """
-        path = Path(path)
-        verify = resume or not path.is_file() or checkpoint._record_path(path).is_file()
-        if not verify:
-            self.logger.warning("load_from: %s has no pluginloop record, so it was not verified; loading its "
-                                "weights with weights_only=True", path)
-        try:
-            ckpt = checkpoint.load_checkpoint(path, map_location=self.device, verify=verify)
-        except CheckpointError as exc:
-            if resume and path.is_file() and not checkpoint._record_path(path).is_file():
-                raise CheckpointError(f"cannot resume from {path}: it has no pluginloop record, so it was "
-                                      "not written by pluginloop (or its save was interrupted); to start "
-                                      "from its weights, pass load_from= instead", path) from exc
-            raise
-        if resume:  # before any state is applied: refuse a position another world size cannot use
-            dist.check_resume_world_size(ckpt.get("meta", {}), self.world_size, path)
-        (_state.restore if resume else _state.restore_weights)(self, ckpt)
-        self.logger.info("%s %s (epoch %d, iter %d)", "resumed from" if resume else "loaded weights from",
-                         path, self.epoch, self.iter)
-        self.hook.after_load_checkpoint(runner=self, checkpoint=ckpt)
-        if resume and not self._resume_inner:  # saved at an epoch boundary: the run stood right here
-            _state.restore_rng(self)
-        return ckpt
-
-    def _checkpoint_dirs(self) -> list[Path]:
-        """The work dir, then each directory a hook saves checkpoints to (CheckpointHook's out_dir)."""
-        dirs = [self.work_dir]
-        for _, plugin in self._pm.list_name_plugin():
-            where = getattr(plugin, "checkpoint_dir", None)
-            if callable(where) and Path(where(self)) not in dirs:
-                dirs.append(Path(where(self)))
-        return dirs
+        return _checkpointing.load(self, path, resume)
 
     def _load_or_resume(self) -> None:
-        if self.is_main_process:  # killed saves leave temp files; at start nothing is writing
-            for directory in self._checkpoint_dirs():
-                for stale in checkpoint.remove_stale_temp_files(directory):
-                    self.logger.info("removed %s, left by an interrupted save", stale)
-        path: Path | None = None
-        if self.resume:
-            if self.resume is True:  # rank 0 picks, so that every rank loads the same file
-                directory = self._checkpoint_dirs()[-1]
-                found = checkpoint.find_resumable(directory, self.work_dir) if self.is_main_process else None
-                path = dist.broadcast_object(found)
-            else:
-                path = Path(self.resume)
-            unseen = path is not None and self.world_size > 1 and not os.path.isfile(path)
-            if path is not None and self.world_size > 1 and dist.max_over_ranks(int(unseen)):
-                raise DistributedError(f"checkpoint {path} is missing on some rank: in a multi-node run "
-                                       "the work_dir must be on a filesystem every node sees")
-            if path is None:
-                self.logger.info("resume=True: no checkpoint in %s yet, %s", self._checkpoint_dirs()[-1],
-                                 "loading the weights of load_from" if self.load_from else "starting fresh")
-        if path is not None:
-            ckpt = self.load_checkpoint(path, resume=True)
-            if ckpt["meta"].get("val_pending") and self.val_dataloader is not None:
-                # Saved at the end of a train epoch, before its validation: run it now, as the
-                # interrupted run did next (plateau schedulers, best checkpoint, early stopping).
-                self.logger.info("the checkpoint precedes its epoch's validation: validating first")
-                with _state.training_rng_kept(self):
-                    self._evaluate("val")
-        elif self.load_from is not None:  # with resume=True, only when there is nothing to resume
-            self.load_checkpoint(self.load_from, resume=False)
-        self.resume = self.load_from = None  # once per runner, not again in a later phase
-
-
-def _make_logger(rank: int) -> logging.Logger:
-    logger = logging.getLogger("pluginloop")
-    if not any(getattr(h, "_pluginloop", False) for h in logger.handlers):
-        handler = _summary.StdoutHandler()
-        # Level names padded to WARNING's width, so that messages line up in one column.
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
-        handler._pluginloop = True  # type: ignore[attr-defined]  # marks ours, so it is added once
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    return logger
-
-
-def _check_dist_options(
-    ddp_kwargs: Mapping[str, Any] | None, timeout: float | datetime.timedelta | None
-) -> datetime.timedelta | None:
-    """Check ``ddp_kwargs`` and ``dist_timeout`` before any process group exists; return the timeout."""
-    if ddp_kwargs is not None:
-        if not isinstance(ddp_kwargs, Mapping):
-            raise ConfigError(f"expected a dict of DistributedDataParallel arguments, got {ddp_kwargs!r}",
-                              "ddp_kwargs")
-        # module and process_group are the runner's to give.
-        check_arguments(DistributedDataParallel, ddp_kwargs, "ddp_kwargs", given=("module", "process_group"))
-    if timeout is None or isinstance(timeout, datetime.timedelta):
-        seconds = None if timeout is None else timeout.total_seconds()
-    elif isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-        seconds = float(timeout)
-    else:
-        raise ConfigError(f"expected seconds (a number) or a datetime.timedelta, got {timeout!r}",
-                          "dist_timeout")
-    if seconds is not None and not seconds > 0:
-        raise ConfigError(f"must be positive: the longest wait for the other ranks, got {timeout!r}",
-                          "dist_timeout")
-    return None if seconds is None else datetime.timedelta(seconds=seconds)
+        _checkpointing.load_or_resume(self)
 
 
 def _run_length(loader: Any, max_epochs: int | None, max_iters: int | None) -> tuple[int, float]:
