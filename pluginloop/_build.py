@@ -58,7 +58,7 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer | None:
         )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer: torch.optim.Optimizer = build_from_config(
-        cfg, _OPTIMIZERS.get, _OPTIMIZERS, "optimizer", "optimizer", params=params
+        cfg, _OPTIMIZERS.get, _OPTIMIZERS.keys, "optimizer", "optimizer", params=params
     )
     return optimizer
 
@@ -104,7 +104,7 @@ def build_schedulers(cfg: Any, optimizer: torch.optim.Optimizer | None) -> list[
             _check_entry(ParamScheduler(None, **entry), key)
             lrs = [_copy(group["lr"]) for group in optimizer.param_groups]
             scheduler = build_from_config(
-                kwargs, SCHEDULERS.get, SCHEDULERS.names(), key, "scheduler", optimizer=optimizer
+                kwargs, SCHEDULERS.get, SCHEDULERS.names, key, "scheduler", optimizer=optimizer
             )
             if entry.get("begin", 0) > 0:
                 # torch schedulers take their first step in the constructor; one that starts

@@ -85,12 +85,16 @@ def check_arguments(
 def build_from_config(
     cfg: Mapping[str, Any],
     lookup: Callable[[str], Any],
-    known: Iterable[str],
+    known: Callable[[], Iterable[str]],
     key: str,
     what: str,
     **extra: Any,
 ) -> Any:
-    """Build ``cfg['type'](**extra, **rest)`` where a string type is resolved by ``lookup``."""
+    """Build ``cfg['type'](**extra, **rest)`` where a string type is resolved by ``lookup``.
+
+    ``known()`` lists the names to suggest from; it is called only for an unknown type (listing
+    a registry's names can scan installed entry points).
+    """
     if "type" not in cfg:
         raise ConfigError(f"a {what} config needs a 'type' key (got keys: {', '.join(cfg) or 'none'})", key)
     kwargs = dict(cfg)
@@ -98,7 +102,7 @@ def build_from_config(
     if isinstance(type_, str):
         target = lookup(type_)
         if target is None:
-            raise ConfigError(f"unknown {what} type {type_!r}{_suggest(type_, known)}", f"{key}.type")
+            raise ConfigError(f"unknown {what} type {type_!r}{_suggest(type_, known())}", f"{key}.type")
     elif callable(type_):
         target = type_
     else:
@@ -172,7 +176,7 @@ class Registry:
                 priority = get_priority(priority)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(str(exc), f"{key}.priority" if key else "priority") from None
-        obj = build_from_config(cfg, self.get, self.names(), key, self.name.lower().rstrip("s"))
+        obj = build_from_config(cfg, self.get, self.names, key, self.name.lower().rstrip("s"))
         if priority is not None:
             obj.priority = priority
         return obj

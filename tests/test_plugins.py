@@ -349,6 +349,17 @@ def test_without_autoload_no_plugin_is_imported(fake_site: FakeSite, tmp_path: P
     assert "broken_mod" not in sys.modules
 
 
+def test_without_autoload_building_hook_configs_scans_no_entry_point(
+    two_plugins: FakeSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[Any] = []
+    real = importlib_metadata.entry_points
+    monkeypatch.setattr(importlib_metadata, "entry_points", lambda **p: scans.append(p) or real(**p))
+    plugins_mod.clear_cache()
+    _runner(tmp_path, autoload_plugins=False)  # the default hooks are configs built by HOOKS
+    assert scans == []  # suggestions for unknown types are listed only when one is unknown
+
+
 @pytest.mark.autoload
 def test_the_entry_point_scan_is_done_once_per_process(
     two_plugins: FakeSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
