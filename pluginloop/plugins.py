@@ -25,7 +25,7 @@ import importlib
 import json
 import os
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import importlib_metadata
@@ -345,16 +345,7 @@ def load_plugins(
     env_off = os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip().lower() not in _FALSE
     if not disable and (not autoload or (env_off and _env_plugins() is None)):
         return []  # nothing can load: skip the scan, so that autoload off costs nothing
-    installed = _by_name()
-    reasons = _reasons(installed, autoload, disable)
-    infos = []
-    for name, entries in installed.items():
-        reason = reasons[name]
-        if reason is not None:
-            infos.append(_info(entries[0], "disabled", reason))
-            continue
-        infos.append(_load_one(pm, _unique(entries), customs))
-    return infos
+    return _each_plugin(autoload, disable, lambda entries: _load_one(pm, _unique(entries), customs))
 
 
 def list_plugins(disable: Sequence[str] = (), autoload: bool = True) -> list[PluginInfo]:
@@ -363,19 +354,28 @@ def list_plugins(disable: Sequence[str] = (), autoload: bool = True) -> list[Plu
     Plugins are loaded into a scratch manager to find their hook points; a failure is
     reported in its ``PluginInfo`` (status ``failed``), not raised.
     """
+
+    def load_or_report(entries: list[_Found]) -> PluginInfo:
+        try:
+            return _load_one(PluginManager(), _unique(entries), ())
+        except PluginLoadError as exc:
+            return _info(entries[0], "failed", str(exc).partition("\n")[0])
+
+    return _each_plugin(autoload, disable, load_or_report)
+
+
+def _each_plugin(
+    autoload: bool, disable: Sequence[str], load: Callable[[list[_Found]], PluginInfo]
+) -> list[PluginInfo]:
+    """Each installed plugin (sorted by name): disabled ones reported, the others ``load``-ed
+    (``load`` gets every entry point of the name: two distributions declaring it is its error)."""
     installed = _by_name()
     reasons = _reasons(installed, autoload, disable)
-    infos = []
-    for name, entries in installed.items():
-        reason = reasons[name]
-        if reason is not None:
-            infos.append(_info(entries[0], "disabled", reason))
-            continue
-        try:
-            infos.append(_load_one(PluginManager(), _unique(entries), ()))
-        except PluginLoadError as exc:
-            infos.append(_info(entries[0], "failed", str(exc).partition("\n")[0]))
-    return infos
+    return [
+        _info(entries[0], "disabled", reason) if (reason := reasons[name]) is not None
+        else load(entries)
+        for name, entries in installed.items()
+    ]
 
 
 def format_plugins(infos: Sequence[PluginInfo], as_json: bool = False) -> str:
