@@ -27,7 +27,7 @@ from pluginloop.errors import (
     HookCallError,
     PluginValidationError,
 )
-from pluginloop.hooks import DEFAULT_HOOKS
+from pluginloop.hooks import DEFAULT_HOOKS, Hook
 from pluginloop.hookspecs import HOOK_POINTS
 from pluginloop.hub import MessageHub
 from pluginloop.plugins import load_plugins
@@ -148,7 +148,7 @@ class Runner:
         ``priority`` overrides the hook's own; returns the name it was registered under
         (its class name, made unique). Its state is saved in checkpoints under that name.
         """
-        if isinstance(hook, type) and issubclass(hook, object) and hasattr(hook, "hook_points"):
+        if isinstance(hook, type) and issubclass(hook, Hook):  # a Hook class: its default instance
             hook = hook()
         obj = HOOKS.build(hook, key=key) if isinstance(hook, Mapping) else hook
         base = name or getattr(obj, "__name__", None) or type(obj).__name__
