@@ -5,6 +5,14 @@ last-registered first. pluginloop promises nine levels and first-registered-firs
 each impl carries ``priority`` and ``seq`` in its opts and, after every (un)registration,
 each hook caller's impl list is re-sorted by them. ``pm.hook.<point>(...)`` then runs in
 exactly the loop's order, and pluggy's wrappers and call monitoring keep working.
+
+The loop calls ``before_train_iter`` / ``after_train_iter`` every iteration, so each point's
+caller is a :class:`_PlannedCaller`: after every (un)registration it keeps a plan, each plain
+impl's function and an ``itemgetter`` of its arguments in call order, and a call runs that
+plan directly. Whatever the plan cannot express (wrappers, ``firstresult``, historic calls,
+pluggy's call monitoring, a call leaving out an argument) goes through pluggy's own
+``_multicall`` unchanged. Same impls, same order, same results and exceptions: only less
+work per call (benchmarks/dispatch.py).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import itertools
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast, overload
 
@@ -93,6 +102,47 @@ def _sort_key(impl: pluggy.HookImpl) -> tuple[int, int]:
     return opts.get("priority", Priority.NORMAL), opts.get("seq", 1 << 62)
 
 
+def _getter(argnames: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A C-level ``kwargs -> (kwargs[a] for a in argnames)``; itemgetter unpacks one name."""
+    if len(argnames) >= 2:
+        return operator.itemgetter(*argnames)
+    return lambda kwargs: tuple(kwargs[name] for name in argnames)
+
+
+class _PlannedCaller(pluggy.HookCaller):
+    """A hook point's caller that runs a precomputed plan of its plain impls (module docstring)."""
+
+    __slots__ = ("_plan", "_required")
+
+    def __init__(self, name: str, hook_execute: Any, specmodule: Any, spec_opts: Any) -> None:
+        super().__init__(name, hook_execute, specmodule, spec_opts)
+        self._plan: tuple[tuple[Callable[..., Any], Callable[[Any], tuple[Any, ...]]], ...] | None = None
+        # Every argument of the spec, those with defaults too: the plan passes all positionally.
+        self._required = frozenset((*self.spec.argnames, *self.spec.kwargnames) if self.spec else ())
+
+    def replan(self, enabled: bool) -> None:
+        """Rebuild the plan from the impl list (None: every call goes through pluggy)."""
+        impls = self._hookimpls
+        simple = enabled and self.spec is not None and not self.spec.opts.get("firstresult") and not (
+            self.spec.opts.get("historic") or any(i.wrapper or i.hookwrapper or i.kwargnames for i in impls)
+        )
+        # pluggy calls the list from its end; a new tuple, so a (un)registration made by an
+        # impl during a call changes the next call, not this one (pluggy copies for the same).
+        plan = tuple((i.function, _getter(tuple(i.argnames))) for i in reversed(impls))
+        self._plan = plan if simple else None
+
+    def __call__(self, **kwargs: object) -> Any:
+        plan = self._plan
+        if plan is None or not kwargs.keys() >= self._required:
+            return super().__call__(**kwargs)  # pluggy's path: defaults, warnings, wrappers
+        results = []
+        for function, arguments in plan:
+            result = function(*arguments(kwargs))
+            if result is not None:
+                results.append(result)
+        return results
+
+
 def _did_you_mean(name: str, choices: Any) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -103,11 +153,16 @@ class PluginManager(pluggy.PluginManager):
 
     def __init__(self) -> None:
         super().__init__(PROJECT_NAME)
+        self._unmonitored = self._inner_hookexec  # pluggy's _multicall, until monitoring wraps it
         self.add_hookspecs(hookspecs)
+        for point in HOOK_POINTS:
+            spec = self.hook.__dict__[point].spec
+            setattr(self.hook, point, _PlannedCaller(point, self._hookexec, spec.namespace, spec.opts))
         self._seq = itertools.count()
         self._priority = int(Priority.NORMAL)
         self._points: tuple[str, ...] | None = None
         self._current_seq = 0
+        self._sort()  # the (empty) plans
 
     # pluggy calls this for every attribute of a plugin during register().
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
@@ -230,9 +285,21 @@ class PluginManager(pluggy.PluginManager):
                 )
         return found
 
+    def add_hookcall_monitoring(self, before: Any, after: Any) -> Callable[[], None]:
+        """pluggy's call monitoring (also ``enable_tracing``): every call then goes through pluggy."""
+        undo = super().add_hookcall_monitoring(before, after)
+        self._sort()
+
+        def undo_and_replan() -> None:
+            undo()
+            self._sort()
+
+        return undo_and_replan
+
     def _sort(self) -> None:
         # pluggy walks the list from the end: reverse-sorted puts the lowest
         # (priority, seq) last, i.e. first called. Wrappers stay after plain impls.
+        unmonitored = self._inner_hookexec is self._unmonitored
         for caller in self.hook.__dict__.values():
             if not isinstance(caller, pluggy.HookCaller):
                 continue
@@ -242,6 +309,8 @@ class PluginManager(pluggy.PluginManager):
             impls[:] = sorted(plain, key=_sort_key, reverse=True) + sorted(
                 wrappers, key=_sort_key, reverse=True
             )
+            if isinstance(caller, _PlannedCaller):
+                caller.replan(unmonitored)
 
     def ordered_impls(self, point: str) -> Iterator[tuple[str, int]]:
         """(plugin name, priority) of the impls of ``point`` in call order, wrappers first."""

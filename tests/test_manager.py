@@ -27,10 +27,18 @@ def call_kwargs(point: str) -> dict[str, Any]:
 
 
 def called_order(pm: PluginManager, point: str, log: Log) -> Log:
-    """Call ``point`` through pluggy's own hook caller and return what the impls recorded."""
+    """Call ``point`` as the loop does and return what the impls recorded.
+
+    The same impl list run by pluggy's own ``_multicall`` must record the same: the planned
+    fast path (pluginloop._manager._PlannedCaller) changes the cost of a call, nothing else.
+    """
     del log[:]
     getattr(pm.hook, point)(**call_kwargs(point))
-    return list(log)
+    planned = list(log)
+    del log[:]
+    pm._hookexec(point, getattr(pm.hook, point).get_hookimpls(), call_kwargs(point), False)
+    assert planned == log
+    return planned
 
 
 # -- property: any mix of plugins, registered / unregistered in any order -----------------

@@ -1,0 +1,167 @@
+"""The planned hook call (pluginloop._manager._PlannedCaller) behaves as pluggy's own call.
+
+Order is covered for any mix of plugins by test_manager's property test, which runs every
+call both ways; here: results, exceptions, registration during a call, pluggy's call
+monitoring and calls that leave out an argument, which must fall back to pluggy's path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pluggy
+import pytest
+
+from pluginloop import Hook, Priority, hookimpl
+from pluginloop._manager import PluginManager
+
+ITER_ARGS = dict(runner=None, batch_idx=3, data_batch=("x", "y"), outputs={"loss": 1.0})
+
+
+class Recorder(Hook):
+    """Records each after_train_iter call with the arguments it received; returns ``result``."""
+
+    def __init__(self, label: str, log: list[Any], result: Any = None) -> None:
+        self.label, self.log, self.result = label, log, result
+
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> Any:
+        self.log.append((self.label, batch_idx, data_batch, outputs))
+        return self.result
+
+
+class OnlyBatchIdx:
+    """A pluggy-style plugin taking a subset of the arguments, in another order."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    @hookimpl
+    def after_train_iter(self, batch_idx: int, runner: Any) -> str:
+        self.log.append(("subset", batch_idx))
+        return "subset"
+
+
+def test_arguments_and_non_none_results_as_pluggy_gives_them() -> None:
+    log: list[Any] = []
+    pm = PluginManager()
+    pm.register(Recorder("a", log, result="ra"), "a", priority=Priority.LOW)
+    pm.register(Recorder("b", log), "b", priority=Priority.HIGH)
+    pm.register(OnlyBatchIdx(log), "subset")
+    results = pm.hook.after_train_iter(**ITER_ARGS)
+    planned = list(log)
+    log.clear()
+    impls = pm.hook.after_train_iter.get_hookimpls()
+    assert pm._hookexec("after_train_iter", impls, dict(ITER_ARGS), False) == results == ["subset", "ra"]
+    assert planned == log == [
+        ("b", 3, ("x", "y"), {"loss": 1.0}),
+        ("subset", 3),
+        ("a", 3, ("x", "y"), {"loss": 1.0}),
+    ]
+
+
+def test_an_exception_stops_the_call_and_propagates_unchanged() -> None:
+    log: list[Any] = []
+    error = ValueError("boom")
+
+    class Fails(Hook):
+        def after_train_iter(
+            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+        ) -> None:
+            raise error
+
+    pm = PluginManager()
+    pm.register(Recorder("first", log), "first", priority=Priority.HIGH)
+    pm.register(Fails(), "fails")
+    pm.register(Recorder("never", log), "never", priority=Priority.LOW)
+    with pytest.raises(ValueError) as info:
+        pm.hook.after_train_iter(**ITER_ARGS)
+    assert info.value is error
+    assert [entry[0] for entry in log] == ["first"]
+
+
+def test_a_plugin_registered_during_a_call_runs_from_the_next_call() -> None:
+    log: list[Any] = []
+    pm = PluginManager()
+    late = Recorder("late", log)
+
+    class Registers(Hook):
+        def after_train_iter(
+            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+        ) -> None:
+            log.append(("registers", batch_idx))
+            if not pm.is_registered(late):
+                pm.register(late, "late", priority=Priority.LOWEST)
+
+    pm.register(Registers(), "registers")
+    pm.hook.after_train_iter(**ITER_ARGS)
+    assert [entry[0] for entry in log] == ["registers"]
+    log.clear()
+    pm.hook.after_train_iter(**ITER_ARGS)
+    assert [entry[0] for entry in log] == ["registers", "late"]
+    pm.unregister(late)
+    log.clear()
+    pm.hook.after_train_iter(**ITER_ARGS)
+    assert [entry[0] for entry in log] == ["registers"]
+
+
+def test_call_monitoring_sees_every_call_while_it_is_on() -> None:
+    log: list[Any] = []
+    seen: list[str] = []
+    pm = PluginManager()
+    pm.register(Recorder("a", log), "a")
+    undo = pm.add_hookcall_monitoring(
+        lambda name, impls, kwargs: seen.append(f"before {name}"),
+        lambda outcome, name, impls, kwargs: seen.append(f"after {name}"),
+    )
+    pm.hook.after_train_iter(**ITER_ARGS)
+    pm.register(Recorder("b", log), "b")  # registering while monitored keeps monitoring
+    pm.hook.after_train_iter(**ITER_ARGS)
+    assert seen == ["before after_train_iter", "after after_train_iter"] * 2
+    undo()
+    pm.hook.after_train_iter(**ITER_ARGS)
+    assert len(seen) == 4
+    assert [entry[0] for entry in log] == ["a", "a", "b", "a", "b"]
+
+
+def test_tracing_through_pluggy_still_reports_calls() -> None:
+    lines: list[str] = []
+    pm = PluginManager()
+    pm.register(Recorder("a", []), "a")
+    pm.trace.root.setwriter(lines.append)
+    undo = pm.enable_tracing()
+    pm.hook.after_train_iter(**ITER_ARGS)
+    undo()
+    assert any("after_train_iter" in line for line in lines)
+
+
+def test_a_call_leaving_out_an_argument_takes_pluggys_path() -> None:
+    pm = PluginManager()
+    pm.register(Recorder("a", []), "a")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(pluggy.HookCallError, match="data_batch"):
+            pm.hook.after_train_iter(runner=None, batch_idx=0)
+    assert any("cannot be found in this hook call" in str(w.message) for w in caught)
+
+
+def test_wrappers_and_firstresult_style_calls_keep_pluggys_semantics() -> None:
+    log: list[Any] = []
+
+    class Wraps:
+        @hookimpl(wrapper=True)
+        def after_train_iter(self, runner: Any) -> Any:
+            log.append("enter")
+            result = yield
+            log.append(("exit", list(result)))
+            return [*result, "wrapped"]
+
+    pm = PluginManager()
+    pm.register(Recorder("a", log, result="ra"), "a")
+    pm.register(Wraps(), "wraps")
+    assert pm.hook.after_train_iter(**ITER_ARGS) == ["ra", "wrapped"]
+    assert log[0] == "enter" and log[-1] == ("exit", ["ra"])
+    pm.unregister(name="wraps")
+    assert pm.hook.after_train_iter(**ITER_ARGS) == ["ra"]
