@@ -36,6 +36,8 @@ from pluginloop.registry import HOOKS
 
 __all__ = ["Runner", "train"]
 
+_NO_CONTEXT = contextlib.nullcontext()  # reentrant and stateless: one for every forward
+
 
 class Runner:
     """Runs train / validation / test of ``model`` and fires the hook points around each step.
@@ -85,6 +87,8 @@ class Runner:
         self._dist_timeout = check_dist_options(ddp_kwargs, dist_timeout)
         self._dist = dist.setup(launcher, backend, device, self._dist_timeout)
         self.rank, self.world_size, self.device = self._dist.rank, self._dist.world_size, self._dist.device
+        # Batches go to a GPU without a stream sync: pinned ones (pin_memory=True) asynchronously.
+        self._non_blocking = self.device.type == "cuda"
         self.logger = _summary.make_logger(self.rank)
         self.work_dir = Path(work_dir)
         self.seed = _seed_everything(seed)
@@ -273,7 +277,7 @@ class Runner:
                     if self.should_stop:  # checked between iterations: this epoch did not end
                         stopped = True
                         break
-                    data_batch = to_device(data_batch, self.device)
+                    data_batch = to_device(data_batch, self.device, self._non_blocking)
                     hook.before_train_iter(runner=self, batch_idx=batch_idx, data_batch=data_batch)
                     with self._forward_context():
                         self.outputs = forward(self.wrapped_model, data_batch, self.loss_fn)
@@ -317,7 +321,7 @@ class Runner:
         self._meter.reset()
         with torch.no_grad():
             for batch_idx, data_batch in enumerate(loader):
-                data_batch = to_device(data_batch, self.device)
+                data_batch = to_device(data_batch, self.device, self._non_blocking)
                 before_iter(runner=self, batch_idx=batch_idx, data_batch=data_batch)
                 with self._forward_context():
                     # The bare model, not DDP: its forward may broadcast buffers (a collective),
@@ -345,7 +349,7 @@ class Runner:
 
     def _forward_context(self) -> contextlib.AbstractContextManager[Any]:
         if not self.forward_contexts:
-            return contextlib.nullcontext()
+            return _NO_CONTEXT
         stack = contextlib.ExitStack()
         for factory in self.forward_contexts:
             stack.enter_context(factory())

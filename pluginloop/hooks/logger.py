@@ -11,7 +11,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
@@ -41,10 +41,10 @@ class LoggerHook(Hook):
             and ``<timestamp>/scalars.jsonl`` (one JSON object per line) go; default the
             work dir.
 
-    Each iteration it publishes ``loss`` (kept on the device) and ``lr`` (of the first
-    param group) to ``runner.message_hub``; a line shows lr, eta, then the window means of
-    every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on CUDA, the
-    peak memory in MB since the previous line. After a val or test loop one line lists its
+    Each iteration it publishes ``loss`` (kept on the device) to ``runner.message_hub``;
+    each line publishes ``lr`` (of the first param group, read then) and shows lr, eta, then
+    the window means of every scalar in the hub (time, data_time, loss, grad_norm, ...) and,
+    on CUDA, the peak memory in MB since the previous line. After a val or test loop one line lists its
     metrics, also published to the hub as ``val/<name>`` / ``test/<name>``. Device values
     are read only when a line is written. Only rank 0 writes.
     """
@@ -67,6 +67,7 @@ class LoggerHook(Hook):
         self._writes = False  # rank 0
         self._logged_iter = 0  # runner.iter as of the last training line
         self._last_batch = -1
+        self._json: TextIO | None = None  # json_file, open during a run
         self._close_log: Callable[[], object] = lambda: None  # detaches the text log, once
 
     def before_run(self, runner: Runner) -> None:
@@ -83,15 +84,18 @@ class LoggerHook(Hook):
         handler = logging.FileHandler(self.log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         runner.logger.addHandler(handler)
-        # after_run does not fire when the run raises: the handler then goes with this hook,
-        # instead of copying every later run of the process into this file.
-        self._close_log = weakref.finalize(self, _remove_handler, runner.logger, handler)
+        # Open for the run, line-buffered: each record reaches the file when it is written.
+        self._json = self.json_file.open("a", encoding="utf-8", buffering=1)  # type: ignore[union-attr]
+        # after_run does not fire when the run raises: the files then close with this hook,
+        # instead of copying every later run of the process into the text log.
+        self._close_log = weakref.finalize(self, _close, runner.logger, handler, self._json)
 
     def after_run(self, runner: Runner) -> None:
         """Write the training iterations not logged yet (a stopped run), close the text log."""
         if runner.iter > self._logged_iter:
             self._log_train(runner, runner.iter, self._last_batch + 1, runner.epoch + 1)
         self._close_log()
+        self._json = None
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
         """Count lines from the resumed iteration (the hub restores the open window itself)."""
@@ -100,13 +104,10 @@ class LoggerHook(Hook):
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        """Publish loss and lr; every ``interval`` iterations, write a line."""
-        hub = runner.message_hub
+        """Publish the loss; every ``interval`` iterations, write a line."""
         loss = outputs.get("loss") if outputs else None
         if loss is not None:
-            hub.update("loss", loss)
-        if runner.optimizer is not None:
-            hub.set("lr", runner.optimizer.param_groups[0]["lr"])
+            runner.message_hub.update("loss", loss)
         self._last_batch = batch_idx
         if ((batch_idx if self.by_epoch else runner.iter) + 1) % self.interval == 0:
             self._log_train(runner, runner.iter + 1, batch_idx + 1, runner.epoch + 1)
@@ -119,9 +120,11 @@ class LoggerHook(Hook):
 
     def _log_train(self, runner: Runner, done: int, inner: int, epoch: int) -> None:
         self._logged_iter = done
+        hub = runner.message_hub
+        if runner.optimizer is not None:  # read per line, not per iteration: it is not averaged
+            hub.set("lr", runner.optimizer.param_groups[0]["lr"])
         if not self._writes:
             return
-        hub = runner.message_hub
         fixed, window = hub.unaveraged("train"), hub.means("train")
         scalars, eta = dict(_pop(fixed, "lr")), fixed.pop("eta", math.inf)
         if math.isfinite(eta):
@@ -168,9 +171,8 @@ class LoggerHook(Hook):
     def _write(self, runner: Runner, header: str, record: dict[str, Any], scalars: dict[str, float]) -> None:
         """One text line through ``runner.logger`` and the same record as a JSON line."""
         runner.logger.info("%s  %s", header, "  ".join(f"{k}: {_format(k, v)}" for k, v in scalars.items()))
-        if self.json_file is not None:
-            with self.json_file.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({**record, **scalars}) + "\n")
+        if self._json is not None:
+            self._json.write(json.dumps({**record, **scalars}) + "\n")
 
 
 #: The design document's name for the same hook.
@@ -200,6 +202,7 @@ def _format(name: str, value: float) -> str:
     return f"{value:.4f}"
 
 
-def _remove_handler(logger: logging.Logger, handler: logging.Handler) -> None:
+def _close(logger: logging.Logger, handler: logging.Handler, json_lines: TextIO) -> None:
     logger.removeHandler(handler)
     handler.close()
+    json_lines.close()

@@ -328,3 +328,32 @@ def test_on_cuda_no_iteration_without_a_line_synchronises(runner_kwargs: dict[st
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert len(messages(hook)) == 3 and all("memory: " in m for m in messages(hook))
+
+
+def test_each_line_shows_the_lr_of_its_iteration(runner_kwargs: dict[str, Any], make_loader: Any) -> None:
+    class LrRecorder(Hook):
+        priority = "LOWEST"  # after the scheduler stepped: the lr the next iteration trains with
+
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+
+        def after_train_iter(
+            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+        ) -> None:
+            self.lrs.append(runner.optimizer.param_groups[0]["lr"])
+
+    hook, seen = LoggerHook(interval=2, by_epoch=False), LrRecorder()
+    runner = make_runner(
+        runner_kwargs, hook, train_dataloader=make_loader(6), val_dataloader=None, max_epochs=1,
+        param_scheduler=dict(type="StepLR", step_size=1, gamma=0.5, by_epoch=False),
+        custom_hooks=[seen],
+        default_hooks={**dict.fromkeys(DEFAULT_HOOKS), "optimizer": DEFAULT_HOOKS["optimizer"],
+                       "param_scheduler": DEFAULT_HOOKS["param_scheduler"], "logger": hook},
+    )
+    runner.train()
+    # A line is written after its iteration's hooks up to the logger (BELOW_NORMAL), before
+    # the scheduler (LOW) steps: the lr that iteration trained with.
+    trained_with = [0.01 * 0.5**i for i in range(6)]
+    assert [r["lr"] for r in records(hook)] == pytest.approx([trained_with[i] for i in (1, 3, 5)])
+    assert runner.message_hub.latest["lr"] == pytest.approx(trained_with[5])
+    assert seen.lrs[-1] == pytest.approx(0.01 * 0.5**6)
