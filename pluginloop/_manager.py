@@ -22,7 +22,7 @@ import inspect
 import itertools
 import operator
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 import pluggy
 
@@ -32,7 +32,7 @@ from pluginloop.hooks.base import Hook
 from pluginloop.hookspecs import HOOK_POINTS, PROJECT_NAME
 from pluginloop.priority import Priority, PriorityLike, get_priority, priority_name
 
-__all__ = ["PluginManager", "hookimpl"]
+__all__ = ["HookRelay", "PluginManager", "hookimpl"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,23 +102,34 @@ def _sort_key(impl: pluggy.HookImpl) -> tuple[int, int]:
     return opts.get("priority", Priority.NORMAL), opts.get("seq", 1 << 62)
 
 
-def _getter(argnames: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    """A C-level ``kwargs -> (kwargs[a] for a in argnames)``; itemgetter unpacks one name."""
-    if len(argnames) >= 2:
-        return operator.itemgetter(*argnames)
-    return lambda kwargs: tuple(kwargs[name] for name in argnames)
+_Picker = Callable[[Any], tuple[Any, ...]]
+
+
+def _tuple_getter(keys: tuple[Any, ...]) -> _Picker:
+    """A C-level ``container -> tuple(container[k] for k in keys)`` (itemgetter unpacks one key)."""
+    if len(keys) >= 2:
+        return operator.itemgetter(*keys)
+    return lambda container: tuple(container[key] for key in keys)
 
 
 class _PlannedCaller(pluggy.HookCaller):
-    """A hook point's caller that runs a precomputed plan of its plain impls (module docstring)."""
+    """A hook point's caller that runs a precomputed plan of its plain impls (module docstring).
 
-    __slots__ = ("_plan", "_required")
+    Called as pluggy's callers are, by keyword, or with every argument positionally in the
+    spec's order (what the loop does: no dict to build and take apart per call).
+    """
+
+    __slots__ = ("_name_set", "_names", "_ordered", "_plan")
 
     def __init__(self, name: str, hook_execute: Any, specmodule: Any, spec_opts: Any) -> None:
         super().__init__(name, hook_execute, specmodule, spec_opts)
-        self._plan: tuple[tuple[Callable[..., Any], Callable[[Any], tuple[Any, ...]]], ...] | None = None
-        # Every argument of the spec, those with defaults too: the plan passes all positionally.
-        self._required = frozenset((*self.spec.argnames, *self.spec.kwargnames) if self.spec else ())
+        # Every argument of the spec, those with defaults too: the plan passes all of them.
+        self._names: tuple[str, ...] = (*self.spec.argnames, *self.spec.kwargnames) if self.spec else ()
+        self._name_set = frozenset(self._names)
+        self._ordered = _tuple_getter(self._names)
+        # Per plain impl in call order: its function, and None when it takes the spec's
+        # arguments as they are, else a picker of the ones it names, in its order.
+        self._plan: tuple[tuple[Callable[..., Any], _Picker | None], ...] | None = None
 
     def replan(self, enabled: bool) -> None:
         """Rebuild the plan from the impl list (None: every call goes through pluggy)."""
@@ -126,21 +137,44 @@ class _PlannedCaller(pluggy.HookCaller):
         simple = enabled and self.spec is not None and not self.spec.opts.get("firstresult") and not (
             self.spec.opts.get("historic") or any(i.wrapper or i.hookwrapper or i.kwargnames for i in impls)
         )
-        # pluggy calls the list from its end; a new tuple, so a (un)registration made by an
-        # impl during a call changes the next call, not this one (pluggy copies for the same).
-        plan = tuple((i.function, _getter(tuple(i.argnames))) for i in reversed(impls))
-        self._plan = plan if simple else None
+        if not simple:
+            self._plan = None
+            return
+        plan = []
+        for impl in reversed(impls):  # pluggy calls the list from its end
+            wanted = tuple(impl.argnames)
+            pick = None if wanted == self._names else _tuple_getter(tuple(map(self._names.index, wanted)))
+            plan.append((impl.function, pick))
+        # A new tuple: a (un)registration made by an impl during a call changes the next
+        # call, not this one (pluggy copies its list for the same reason).
+        self._plan = tuple(plan)
 
-    def __call__(self, **kwargs: object) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> Any:
         plan = self._plan
-        if plan is None or not kwargs.keys() >= self._required:
+        if args:
+            if kwargs or len(args) != len(self._names):
+                raise TypeError(
+                    f"{self.name}() takes its arguments ({', '.join(self._names)}) all by keyword, "
+                    "or all positionally in this order"
+                )
+            if plan is None:
+                return super().__call__(**dict(zip(self._names, args)))
+        elif plan is None or not kwargs.keys() >= self._name_set:
             return super().__call__(**kwargs)  # pluggy's path: defaults, warnings, wrappers
+        else:
+            args = self._ordered(kwargs)
         results = []
-        for function, arguments in plan:
-            result = function(*arguments(kwargs))
+        for function, pick in plan:
+            result = function(*args) if pick is None else function(*pick(args))
             if result is not None:
                 results.append(result)
         return results
+
+
+class HookRelay(Protocol):
+    """``PluginManager().hook`` as the Runner sees it: each point's caller is a :class:`_PlannedCaller`."""
+
+    def __getattr__(self, name: str) -> _PlannedCaller: ...
 
 
 def _did_you_mean(name: str, choices: Any) -> str:

@@ -165,3 +165,47 @@ def test_wrappers_and_firstresult_style_calls_keep_pluggys_semantics() -> None:
     assert log[0] == "enter" and log[-1] == ("exit", ["ra"])
     pm.unregister(name="wraps")
     assert pm.hook.after_train_iter(**ITER_ARGS) == ["ra"]
+
+
+def test_positional_arguments_in_the_spec_order_are_the_same_call() -> None:
+    log: list[Any] = []
+    pm = PluginManager()
+    pm.register(Recorder("a", log, result="ra"), "a")
+    pm.register(OnlyBatchIdx(log), "subset")  # takes (batch_idx, runner): picked from the tuple
+    by_keyword = pm.hook.after_train_iter(**ITER_ARGS)
+    keyword_log = list(log)
+    log.clear()
+    assert pm.hook.after_train_iter(None, 3, ("x", "y"), {"loss": 1.0}) == by_keyword
+    assert log == keyword_log == [("a", 3, ("x", "y"), {"loss": 1.0}), ("subset", 3)]
+    pm.register(Recorder("b", log), "b", priority=Priority.LOWEST)  # one taking all, after a subset
+    log.clear()
+    pm.hook.after_train_iter(None, 4, "batch", "out")
+    assert log == [("a", 4, "batch", "out"), ("subset", 4), ("b", 4, "batch", "out")]
+
+
+def test_positional_calls_go_through_pluggy_when_the_plan_cannot_run_them() -> None:
+    log: list[Any] = []
+
+    class Wraps:
+        @hookimpl(wrapper=True)
+        def after_train_iter(self, runner: Any, batch_idx: int) -> Any:
+            log.append(("wrap", batch_idx))
+            return (yield)
+
+    pm = PluginManager()
+    pm.register(Recorder("a", log), "a")
+    pm.register(Wraps(), "wraps")
+    pm.hook.after_train_iter(None, 5, "batch", "out")
+    assert log == [("wrap", 5), ("a", 5, "batch", "out")]
+
+
+@pytest.mark.parametrize(
+    "args, kwargs", [((None, 1, 2), {}), ((None, 1, 2, 3), {"outputs": 3}), ((None,), {})]
+)
+def test_positional_calls_need_every_argument_and_no_keywords(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    pm = PluginManager()
+    pm.register(Recorder("a", []), "a")
+    with pytest.raises(TypeError, match=r"after_train_iter\(\) takes its arguments \(runner, batch_idx"):
+        pm.hook.after_train_iter(*args, **kwargs)
