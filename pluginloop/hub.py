@@ -11,16 +11,22 @@ Both also land in ``latest``. Values stay where they were produced: a loss tenso
 GPU is summed on the GPU, and only ``means()`` (called when a log line is written) copies
 it to the host. That keeps iterations that write no log line free of device-to-host
 synchronisation. Names prefixed ``val/`` or ``test/`` belong to those loops' windows.
+
+A hook that produces values every training iteration (the timer, the logger's loss) can
+instead keep its own running sums and register a **source** (``add_source``): a callable
+the hub calls before every read, which publishes what accumulated since the last one.
+Readers see the same windows; the iteration pays a few additions instead of hub calls
+(benchmarks/hotpath.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-__all__ = ["EVAL_PREFIXES", "MessageHub", "Scalar"]
+__all__ = ["EVAL_PREFIXES", "MessageHub", "Scalar", "running_sum"]
 
 #: A value a hook may publish: a Python number or a one-element tensor.
 Scalar = float | int | torch.Tensor
@@ -34,7 +40,7 @@ class MessageHub:
     ``update(name, value)`` adds to the window; ``means()`` returns and clears the window
     means; ``set(name, value)`` records a value that is not averaged, which ``unaveraged()``
     returns; ``latest[name]`` is the last value published either way (e.g. ``'lr'``,
-    ``'eta'``, ``'val/acc'``).
+    ``'eta'``, ``'val/acc'``). Every read first calls the registered sources.
     """
 
     def __init__(self) -> None:
@@ -42,7 +48,28 @@ class MessageHub:
         self._sums: dict[str, float | torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._cleared: set[str] = set()  # names whose windows were read: not unaveraged
-        self.latest: dict[str, Scalar] = {}
+        self._latest: dict[str, Scalar] = {}
+        self._sources: list[Callable[[MessageHub], object]] = []
+
+    @property
+    def latest(self) -> dict[str, Scalar]:
+        """The last value published of each name (sources publish first)."""
+        self._pull()
+        return self._latest
+
+    def add_source(self, publish: Callable[[MessageHub], object]) -> None:
+        """Call ``publish(hub)`` before every read of the hub (adding it again changes nothing).
+
+        ``publish`` publishes, with ``update``/``set``, what its hook accumulated since it
+        last ran (``update(name, mean, count=n)`` keeps the window's mean exact); a value
+        published so is the ``latest`` of its name, the mean since the previous read.
+        """
+        if publish not in self._sources:
+            self._sources.append(publish)
+
+    def _pull(self) -> None:
+        for publish in self._sources:
+            publish(self)
 
     def update(self, name: str, value: Scalar, count: int = 1) -> None:
         """Add ``value`` (the mean over ``count`` samples) to the window of ``name``.
@@ -50,11 +77,8 @@ class MessageHub:
         A CPU tensor is read at once: host memory costs no synchronisation, and floats add
         faster than tensors. A tensor on another device stays there, summed in place.
         """
-        # type() first: isinstance(x, torch.Tensor) costs ~0.1 us for a float, and timings are floats.
-        if type(value) is not float and isinstance(value, torch.Tensor):
-            # .item() needs no detach(), whose new tensor object costs ~0.7 us per loss.
-            value = value.item() if value.is_cpu else value.detach()
-        self.latest[name] = value
+        value = _read(value)
+        self._latest[name] = value
         total = self._sums.get(name)
         if type(total) is float and type(value) is float:  # the common case, kept short
             self._sums[name] = total + value * count
@@ -66,7 +90,7 @@ class MessageHub:
         """Record ``value`` as the latest of ``name`` without averaging it (lr, eta, metrics)."""
         if type(value) is not float and isinstance(value, torch.Tensor):
             value = value.detach()
-        self.latest[name] = value
+        self._latest[name] = value
 
     def means(self, mode: str = "train", clear: bool = True) -> dict[str, float]:
         """The mean of each window of ``mode`` since it was last cleared, as floats.
@@ -74,6 +98,7 @@ class MessageHub:
         ``'train'``: every name without a ``val/`` or ``test/`` prefix; ``'val'`` / ``'test'``:
         the names with that prefix, returned without it. This reads device values.
         """
+        self._pull()
         names, strip = _of_mode(self._sums, mode)
         out = {n[strip:]: float(self._sums[n]) / self._counts[n] for n in names}
         if clear:
@@ -87,9 +112,10 @@ class MessageHub:
 
         Names as in ``means``; this reads device values.
         """
-        names, strip = _of_mode(self.latest, mode)
+        self._pull()
+        names, strip = _of_mode(self._latest, mode)
         windowed = self._cleared.union(self._sums)
-        return {n[strip:]: float(self.latest[n]) for n in names if n not in windowed}
+        return {n[strip:]: float(self._latest[n]) for n in names if n not in windowed}
 
     def get(self, name: str, default: float | None = None) -> float | None:
         """The latest value of ``name`` as a float (reads a device value)."""
@@ -98,8 +124,9 @@ class MessageHub:
 
     def state_dict(self) -> dict[str, Any]:
         """Latest values and open windows as plain floats, for checkpoints."""
+        self._pull()
         return {
-            "latest": {k: float(v) for k, v in self.latest.items()},
+            "latest": {k: float(v) for k, v in self._latest.items()},
             "sums": {k: float(v) for k, v in self._sums.items()},
             "counts": dict(self._counts),
             "cleared": sorted(self._cleared),
@@ -107,7 +134,7 @@ class MessageHub:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
-        self.latest = dict(state["latest"])
+        self._latest = dict(state["latest"])
         self._sums = dict(state["sums"])
         self._counts = dict(state["counts"])
         self._cleared = set(state.get("cleared", ()))
@@ -119,6 +146,29 @@ def _of_mode(names: Iterable[str], mode: str) -> tuple[list[str], int]:
         return [n for n in names if not n.startswith(EVAL_PREFIXES)], 0
     prefix = f"{mode}/"
     return [n for n in names if n.startswith(prefix)], len(prefix)
+
+
+def running_sum(total: float | torch.Tensor, value: Scalar, name: str = "value") -> float | torch.Tensor:
+    """``total + value``, summed as the hub sums a window (start with ``total=0.0``).
+
+    For a hook that keeps its own sums and publishes them as a source (``add_source``): a
+    CPU tensor is read into a float at once; a tensor on another device is summed there,
+    without synchronising, in a float32 (or float64) tensor of the sum's own, in place.
+    """
+    if type(value) is not float and isinstance(value, torch.Tensor):  # as _read, without its call
+        value = value.item() if value.is_cpu else value.detach()
+    if type(total) is float and type(value) is float:  # the common case, kept short
+        return total + value
+    return _add(name, total, value, 1)
+
+
+def _read(value: Scalar) -> Scalar:
+    """A CPU tensor's value as a number (host memory: no synchronisation); a device tensor, detached."""
+    # type() first: isinstance(x, torch.Tensor) costs ~0.1 us for a float, and timings are floats.
+    if type(value) is not float and isinstance(value, torch.Tensor):
+        # .item() needs no detach(), whose new tensor object costs ~0.7 us per loss.
+        return value.item() if value.is_cpu else value.detach()
+    return value
 
 
 def _add(name: str, total: float | torch.Tensor | None, value: Scalar, count: int) -> float | torch.Tensor:

@@ -36,8 +36,6 @@ from pluginloop.registry import HOOKS
 
 __all__ = ["Runner", "train"]
 
-_NO_CONTEXT = contextlib.nullcontext()  # reentrant and stateless: one for every forward
-
 
 class Runner:
     """Runs train / validation / test of ``model`` and fires the hook points around each step.
@@ -281,8 +279,7 @@ class Runner:
                     # Per-iteration points take their arguments positionally, in the spec's
                     # order (runner, batch_idx, data_batch[, outputs]): the cheapest call.
                     hook.before_train_iter(self, batch_idx, data_batch)
-                    with self._forward_context():
-                        self.outputs = forward(self.wrapped_model, data_batch, self.loss_fn)
+                    self.outputs = self._forward(self.wrapped_model, data_batch)
                     self._iter_done = True
                     hook.after_train_iter(self, batch_idx, data_batch, self.outputs)
                     self._iter_done = False
@@ -324,10 +321,9 @@ class Runner:
             for batch_idx, data_batch in enumerate(loader):
                 data_batch = to_device(data_batch, self.device, self._non_blocking)
                 before_iter(self, batch_idx, data_batch)
-                with self._forward_context():
-                    # The bare model, not DDP: its forward may broadcast buffers (a collective),
-                    # and evaluation shards are exact, so ranks may run one batch fewer.
-                    outputs = forward(self.model, data_batch, self.loss_fn)
+                # The bare model, not DDP: its forward may broadcast buffers (a collective),
+                # and evaluation shards are exact, so ranks may run one batch fewer.
+                outputs = self._forward(self.model, data_batch)
                 self._meter.update(outputs)
                 after_iter(self, batch_idx, data_batch, outputs)
         means, count = self._meter.compute()
@@ -348,13 +344,14 @@ class Runner:
         _state.restore_rng(self)
         return batches
 
-    def _forward_context(self) -> contextlib.AbstractContextManager[Any]:
+    def _forward(self, model: nn.Module, batch: Any) -> dict[str, Any]:
+        """``forward(model, batch)`` inside every context of ``forward_contexts`` (autocast, no_sync)."""
         if not self.forward_contexts:
-            return _NO_CONTEXT
-        stack = contextlib.ExitStack()
-        for factory in self.forward_contexts:
-            stack.enter_context(factory())
-        return stack
+            return forward(model, batch, self.loss_fn)
+        with contextlib.ExitStack() as stack:
+            for factory in self.forward_contexts:
+                stack.enter_context(factory())
+            return forward(model, batch, self.loss_fn)
 
     def _completed(self) -> tuple[int, int, int]:
         """(epochs, iterations, iterations of this epoch) completed, counting the step in progress."""

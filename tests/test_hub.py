@@ -156,3 +156,57 @@ def test_state_dict_of_an_older_checkpoint_without_cleared_names_loads() -> None
     hub = MessageHub()
     hub.load_state_dict({"latest": {"lr": 0.1}, "sums": {"loss": 3.0}, "counts": {"loss": 2}})
     assert hub.means() == {"loss": 1.5}
+
+
+class MeanSource:
+    """A source: keeps its own sum of values and publishes their mean, counting its calls."""
+
+    def __init__(self) -> None:
+        self.total, self.n, self.calls = 0.0, 0, 0
+
+    def add(self, value: float) -> None:
+        self.total, self.n = self.total + value, self.n + 1
+
+    def publish(self, hub: MessageHub) -> None:
+        self.calls += 1
+        if self.n:
+            hub.update("x", self.total / self.n, count=self.n)
+            hub.set("x_count", float(self.n))
+            self.total, self.n = 0.0, 0
+
+
+def test_a_source_publishes_before_every_read_and_windows_stay_exact() -> None:
+    hub, source = MessageHub(), MeanSource()
+    hub.add_source(source.publish)
+    hub.add_source(source.publish)  # once is enough: no double publishing
+    for value in (1.0, 2.0, 6.0):
+        source.add(value)
+    hub.update("x", 3.0)  # a direct update joins the same window
+    assert source.calls == 0, "publishing waits for a read"
+    latest = hub.latest
+    assert latest["x"] == 3.0 and latest["x_count"] == 3.0  # latest: the mean since the last read
+    assert source.calls == 1
+    assert hub.means() == {"x": 3.0}  # (1 + 2 + 6 + 3) / 4
+    source.add(5.0)
+    assert hub.get("x") == 5.0
+    assert hub.unaveraged() == {"x_count": 1.0}
+    source.add(7.0)
+    state = hub.state_dict()  # a checkpoint holds what was pending too
+    assert state["sums"]["x"] == 12.0 and state["counts"]["x"] == 2
+    restored = MessageHub()
+    restored.load_state_dict(state)
+    assert restored.means() == {"x": 6.0}
+
+
+def test_running_sum_reads_cpu_values_and_keeps_device_ones_on_the_device(reads: Any) -> None:
+    from pluginloop.hub import running_sum
+
+    total = running_sum(0.0, torch.tensor(1.5, requires_grad=True) * 1.0)
+    assert type(total) is float and total == 1.5
+    device_total = running_sum(running_sum(0.0, device_scalar(1.0, torch.bfloat16)), device_scalar(2.5))
+    assert isinstance(device_total, torch.Tensor) and device_total.dtype == torch.float32
+    assert reads() == 0, "a device value was copied to the host"
+    hub = MessageHub()
+    hub.update("loss", device_total / 2, count=2)
+    assert reads() == 0
+    assert hub.means() == {"loss": 1.75}  # (1.0 + 2.5) / 2

@@ -18,10 +18,12 @@ import torch
 from pluginloop.errors import ConfigError
 from pluginloop.hooks.base import Hook
 from pluginloop.hooks.timer import loader_length
+from pluginloop.hub import running_sum
 from pluginloop.priority import Priority
 from pluginloop.registry import HOOKS
 
 if TYPE_CHECKING:
+    from pluginloop.hub import MessageHub
     from pluginloop.runner import Runner
 
 __all__ = ["LoggerHook", "TextLoggerHook"]
@@ -41,7 +43,8 @@ class LoggerHook(Hook):
             and ``<timestamp>/scalars.jsonl`` (one JSON object per line) go; default the
             work dir.
 
-    Each iteration it publishes ``loss`` (kept on the device) to ``runner.message_hub``;
+    It publishes the training ``loss`` (kept on the device) to ``runner.message_hub``, as a
+    source: summed each iteration, handed over whenever the hub is read;
     each line publishes ``lr`` (of the first param group, read then) and shows lr, eta, then
     the window means of every scalar in the hub (time, data_time, loss, grad_norm, ...) and,
     on CUDA, the peak memory in MB since the previous line. After a val or test loop one line lists its
@@ -67,12 +70,17 @@ class LoggerHook(Hook):
         self._writes = False  # rank 0
         self._logged_iter = 0  # runner.iter as of the last training line
         self._last_batch = -1
+        self._loss_sum: float | torch.Tensor = 0.0  # training losses the hub has not taken yet
+        self._losses = 0
+        self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
         self._json: TextIO | None = None  # json_file, open during a run
         self._close_log: Callable[[], object] = lambda: None  # detaches the text log, once
 
     def before_run(self, runner: Runner) -> None:
         """On rank 0: create the log files (once per hook) and copy ``runner.logger`` into the text log."""
         self._writes = runner.rank == 0
+        runner.message_hub.add_source(self._publish)
+        self._per_epoch = loader_length(runner.train_dataloader)  # read once: a deep chain of len()s
         if not self._writes:
             return
         if self.log_file is None:
@@ -104,13 +112,20 @@ class LoggerHook(Hook):
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        """Publish the loss; every ``interval`` iterations, write a line."""
+        """Add the loss to the sum the hub will take; every ``interval`` iterations, write a line."""
         loss = outputs.get("loss") if outputs else None
         if loss is not None:
-            runner.message_hub.update("loss", loss)
+            self._loss_sum = running_sum(self._loss_sum, loss, "loss")
+            self._losses += 1
         self._last_batch = batch_idx
         if ((batch_idx if self.by_epoch else runner.iter) + 1) % self.interval == 0:
             self._log_train(runner, runner.iter + 1, batch_idx + 1, runner.epoch + 1)
+
+    def _publish(self, hub: MessageHub) -> None:
+        """The hub's source: the mean loss of the iterations since it was last read."""
+        if self._losses:
+            hub.update("loss", self._loss_sum / self._losses, count=self._losses)
+            self._loss_sum, self._losses = 0.0, 0
 
     def after_train_epoch(self, runner: Runner) -> None:
         """Write the epoch's last iterations (only at the end of training when not ``by_epoch``)."""
@@ -138,8 +153,7 @@ class LoggerHook(Hook):
         scalars.update(sorted(window.items()))
         scalars.update(sorted(fixed.items()))  # e.g. the fp16 loss_scale
         if self.by_epoch:
-            per_epoch = loader_length(runner.train_dataloader)
-            header = f"Epoch(train) {_progress(epoch, runner.max_epochs)}{_progress(inner, per_epoch)}"
+            header = f"Epoch(train) {_progress(epoch, runner.max_epochs)}{_progress(inner, self._per_epoch)}"
         else:
             header = f"Iter(train) {_progress(done, runner.max_iters)}"
         self._write(runner, header, {"mode": "train", "epoch": epoch, "iter": done}, scalars)

@@ -133,9 +133,11 @@ class OptimizerHook(Hook):
         if optimizer is None:
             raise RuntimeError("OptimizerHook needs runner.optimizer: pass optimizer= to the Runner")
         loss = outputs["loss"]
-        size, step = self._window(runner.iter)
-        if size != 1:
-            loss = loss / size
+        step = True
+        if self.cumulative_iters != 1:
+            size, step = self._window(runner.iter)
+            if size != 1:
+                loss = loss / size
         if self.detect_anomalous_params:
             self._report_params_outside_graph(runner, loss)
         scaler = runner.grad_scaler

@@ -11,6 +11,7 @@ from pluginloop.priority import Priority
 from pluginloop.registry import HOOKS
 
 if TYPE_CHECKING:
+    from pluginloop.hub import MessageHub
     from pluginloop.runner import Runner
 
 __all__ = ["IterTimerHook", "loader_length"]
@@ -37,6 +38,9 @@ class IterTimerHook(Hook):
     test loops publish ``val/data_time``, ``val/time``, ``val/eta`` (and ``test/...``),
     their ETA being the rest of that loop. Host clock only: nothing waits for the device,
     so an iteration's ``time`` includes the device work still queued from earlier ones.
+
+    Training iterations only add to the hook's own sums; the hub receives them (as a
+    source, ``MessageHub.add_source``) whenever it is read, e.g. when a line is logged.
     """
 
     priority = Priority.NORMAL
@@ -49,6 +53,15 @@ class IterTimerHook(Hook):
         self._loop_elapsed = 0.0  # the same three for the running val/test loop
         self._loop_iters = 0
         self._loop_total: int | None = None
+        # Training iterations timed since the hub last took them: data, whole, count, and
+        # runner.iter after the last of them.
+        self._data_sum = self._time_sum = 0.0
+        self._pending = self._done = 0
+        self._fetched = 0.0  # perf_counter() at before_train_iter
+
+    def before_run(self, runner: Runner) -> None:
+        """Publish the training timings to the runner's hub whenever it is read."""
+        runner.message_hub.add_source(self._publish)
 
     def before_train_epoch(self, runner: Runner) -> None:
         """Start the clock for the epoch's first batch."""
@@ -56,20 +69,32 @@ class IterTimerHook(Hook):
         self._last = perf_counter()
 
     def before_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None) -> None:
-        """Publish how long the loader took."""
-        runner.message_hub.update("data_time", perf_counter() - self._last)
+        """Note when the batch arrived."""
+        self._fetched = perf_counter()
 
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        """Publish the iteration's time and the run's ETA."""
+        """Add the iteration's data time and time to the sums the hub will take."""
         now = perf_counter()
-        took, self._last = now - self._last, now
-        self._elapsed += took
-        self._iters += 1
-        hub = runner.message_hub
-        hub.update("time", took)
-        hub.set("eta", (self._total - runner.iter - 1) * self._elapsed / self._iters)
+        self._data_sum += self._fetched - self._last
+        self._time_sum += now - self._last
+        self._last = now
+        self._pending += 1
+        self._done = runner.iter + 1
+
+    def _publish(self, hub: MessageHub) -> None:
+        """The hub's source: the window means of the pending iterations, and the ETA."""
+        n = self._pending
+        if not n:
+            return
+        self._elapsed += self._time_sum
+        self._iters += n
+        hub.update("data_time", self._data_sum / n, count=n)
+        hub.update("time", self._time_sum / n, count=n)
+        hub.set("eta", (self._total - self._done) * self._elapsed / self._iters)
+        self._data_sum = self._time_sum = 0.0
+        self._pending = 0
 
     def before_val_epoch(self, runner: Runner) -> None:
         """Start timing the validation loop."""
