@@ -109,14 +109,15 @@ def components(runner: Any, number: int, rounds: int) -> list[list[str]]:
     theirs = _best_us(lambda: pick(ident(inputs), targets), number, rounds)
     add("forward() wrapper", ours - theirs, "outputs dict and batch checks, model and loss excluded")
 
-    def enter_contexts() -> None:
-        with runner._forward_context():
-            pass
-
+    kept_loss, runner.loss_fn = runner.loss_fn, pick
+    try:
+        wrapped = _best_us(lambda: runner._forward(cast(Any, ident), batch), number, rounds)
+    finally:
+        runner.loss_fn = kept_loss
     add(
         "forward contexts",
-        _best_us(enter_contexts, number, rounds),
-        f"{len(runner.forward_contexts)} context(s) installed",
+        wrapped - ours,
+        f"Runner._forward around forward(), {len(runner.forward_contexts)} context(s) installed",
     )
 
     outputs = forward(model, batch, loss_fn)
@@ -141,13 +142,13 @@ def components(runner: Any, number: int, rounds: int) -> list[list[str]]:
             total_impls += us
             add(f"{point}: {impl.plugin_name}", us, "its own work")
         if not any(i.plugin_name.startswith("OptimizerHook") for i in impls):
-            whole = _best_us(functools.partial(caller, **kwargs), number, rounds)
-            add(f"{point}: dispatch", whole - total_impls, f"pluggy's caller around {len(impls)} impl(s)")
+            whole = _best_us(functools.partial(caller, *kwargs.values()), number, rounds)  # as the loop calls
+            add(f"{point}: dispatch", whole - total_impls, f"the planned caller around {len(impls)} impl(s)")
         else:
             add(
                 f"{point}: dispatch",
                 _dispatch_estimate(len(impls), number, rounds),
-                f"pluggy's caller around {len(impls)} impl(s), measured with no-op impls",
+                f"the planned caller around {len(impls)} impl(s), measured with no-op impls",
             )
     line_us = _log_line(runner, batch, max(number // 10, 20), rounds)
     add(
@@ -176,10 +177,8 @@ def _log_line(runner: Any, batch: Any, number: int, rounds: int) -> float:
     try:
 
         def iteration(batch_idx: int) -> None:
-            hook.before_train_iter(runner=runner, batch_idx=batch_idx, data_batch=batch)
-            hook.after_train_iter(
-                runner=runner, batch_idx=batch_idx, data_batch=batch, outputs={"loss": loss}
-            )
+            hook.before_train_iter(runner, batch_idx, batch)
+            hook.after_train_iter(runner, batch_idx, batch, {"loss": loss})
 
         quiet = _best_us(lambda: iteration(LOG_INTERVAL - 2), number, rounds)
         loud = _best_us(lambda: iteration(LOG_INTERVAL - 1), number, rounds)
@@ -241,7 +240,7 @@ def _optimizer_overhead(
 
 
 def _dispatch_estimate(n_impls: int, number: int, rounds: int) -> float:
-    """Cost of pluggy's caller around ``n_impls`` no-op impls of after_train_iter."""
+    """Cost of the planned caller around ``n_impls`` no-op after_train_iter impls, called as the loop does."""
     from pluginloop import Hook
     from pluginloop._manager import PluginManager
 
@@ -256,7 +255,7 @@ def _dispatch_estimate(n_impls: int, number: int, rounds: int) -> float:
     for i, hook in enumerate(hooks):
         pm.register(hook, f"noop{i}")
     kwargs: dict[str, Any] = dict(runner=None, batch_idx=0, data_batch=None, outputs=None)
-    whole = _best_us(functools.partial(pm.hook.after_train_iter, **kwargs), number, rounds)
+    whole = _best_us(functools.partial(pm.hook.after_train_iter, *kwargs.values()), number, rounds)
 
     def plain_calls() -> None:
         for hook in hooks:
@@ -264,26 +263,6 @@ def _dispatch_estimate(n_impls: int, number: int, rounds: int) -> float:
 
     calls = _best_us(plain_calls, number, rounds)
     return whole - calls
-
-
-FOLDED = "default, args passed positionally"
-
-
-def _fold_arguments(runner: Any) -> None:
-    """A proposal, tried out: have pluggy pass every impl argument positionally.
-
-    pluggy calls an impl whose parameters have defaults (``data_batch=None``, as the Hook
-    base class and the design document write them) through a per-call dict of keyword
-    arguments. The loop always passes every argument of a point, so the plugin manager
-    could list them all as positional (``HookImpl.argnames``) at registration.
-    """
-    import pluggy
-
-    for caller in vars(runner.hook).values():
-        if isinstance(caller, pluggy.HookCaller):
-            for impl in caller.get_hookimpls():
-                # Final in pluggy's typing: mutated here only to measure the idea.
-                impl.argnames, impl.kwargnames = (*impl.argnames, *impl.kwargnames), ()  # type: ignore[misc]
 
 
 def ablation(work_dir: str, samples: int, rounds: int) -> list[list[str]]:
@@ -301,7 +280,10 @@ def ablation(work_dir: str, samples: int, rounds: int) -> list[list[str]]:
         "default hooks (no checkpoint)": {"checkpoint": None},
         **{f"  without {k}": {"checkpoint": None, k: None} for k in keys if k != "optimizer"},
         "optimizer hook only": {k: None for k in DEFAULT_HOOKS if k != "optimizer"},
-        FOLDED: {"checkpoint": None},
+        "default, no log lines": {
+            "checkpoint": None,
+            "logger": {**DEFAULT_HOOKS["logger"], "interval": 10**9},  # only the run's last line
+        },
     }
     times: dict[str, list[float]] = {name: [] for name in ["hand-written", *variants]}
 
@@ -327,8 +309,6 @@ def ablation(work_dir: str, samples: int, rounds: int) -> list[list[str]]:
             if name == "hand-written":
                 times[name].append(hand_written(runner))
                 continue
-            if name == FOLDED:
-                _fold_arguments(runner)
             start = time.thread_time()
             runner.train()
             times[name].append((time.thread_time() - start) / runner.iter * 1e6)

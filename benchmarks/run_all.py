@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test, not figures")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda for the overhead benchmark")
     parser.add_argument("--no-peers", action="store_true", help="leave out installed peer frameworks")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="fresh processes per variant (default 5 tiny, 3 medium)"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     command = "python benchmarks/run_all.py" + "".join(
@@ -34,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"# pluginloop benchmarks\n\n`{command}`: {machine_line()}\n", flush=True)
     sections: list[Callable[[], str]] = [
-        lambda: overhead.run(False, None, args.device, args.quick, not args.no_peers),
-        lambda: overhead.run(True, None, args.device, args.quick, False),
+        lambda: overhead.run(False, args.repeats, args.device, args.quick, not args.no_peers),
+        lambda: overhead.run(True, args.repeats, args.device, args.quick, False),
         lambda: dispatch.run(None, args.quick),
     ]
     for section in sections:
