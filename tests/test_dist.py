@@ -40,6 +40,8 @@ WORLD = 2
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+#: Where a process goes by default: cuda:LOCAL_RANK on a CUDA machine, else the CPU.
+DEFAULT_DEVICE = torch.device("cuda", 0) if torch.cuda.is_available() else CPU
 
 
 def _free_port() -> int:
@@ -80,9 +82,9 @@ def torchrun_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------- single process
 
 
-def test_setup_without_torchrun_env_is_a_single_cpu_process(no_torchrun_env: None) -> None:
+def test_setup_without_torchrun_env_is_a_single_process(no_torchrun_env: None) -> None:
     info = pldist.setup()
-    assert info == pldist.DistInfo(0, 1, 0, CPU, initialized_here=False)
+    assert info == pldist.DistInfo(0, 1, 0, DEFAULT_DEVICE, initialized_here=False)
     assert not torch.distributed.is_initialized()
     assert (pldist.is_distributed(), pldist.get_rank(), pldist.get_world_size()) == (False, 0, 1)
     assert pldist.is_main_process()
@@ -91,7 +93,7 @@ def test_setup_without_torchrun_env_is_a_single_cpu_process(no_torchrun_env: Non
 
 def test_launcher_none_ignores_torchrun_env(torchrun_env: None) -> None:
     info = pldist.setup(launcher="none")
-    assert info == pldist.DistInfo(0, 1, 0, CPU, initialized_here=False)
+    assert info == pldist.DistInfo(0, 1, 0, DEFAULT_DEVICE, initialized_here=False)
     assert not torch.distributed.is_initialized()
 
 
@@ -99,7 +101,7 @@ def test_world_size_one_creates_no_group(monkeypatch: pytest.MonkeyPatch) -> Non
     env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
     for name, value in {**env, "MASTER_PORT": "29500"}.items():
         monkeypatch.setenv(name, value)
-    assert pldist.setup() == pldist.DistInfo(0, 1, 0, CPU, initialized_here=False)
+    assert pldist.setup() == pldist.DistInfo(0, 1, 0, DEFAULT_DEVICE, initialized_here=False)
     assert not torch.distributed.is_initialized()
 
 

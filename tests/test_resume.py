@@ -480,7 +480,8 @@ def test_a_checkpoint_holds_random_and_sampler_state_as_plain_values(tmp_path: P
         "batch_size": 4,
         "dataset_size": 20,
     }
-    assert set(state["rng"][0]) == {"python", "numpy", "torch"}
+    cuda = {"cuda"} if torch.cuda.is_available() else set()
+    assert set(state["rng"][0]) == {"python", "numpy", "torch", *cuda}
 
 
 def test_stale_temp_files_are_removed_at_start(tmp_path: Path) -> None:
