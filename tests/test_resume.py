@@ -501,3 +501,59 @@ def test_a_plateau_scheduler_steps_in_the_validation_a_resume_runs_first(tmp_pat
     resumed, _ = _run(tmp_path / "resumed", scheduler=plateau, resume=True)
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
     assert _same(straight.model.state_dict(), resumed.model.state_dict())
+
+
+class _OnDevice(torch.Tensor):
+    """A tensor as a checkpoint loaded with map_location='cuda' hands it over: not readable as numpy."""
+
+    def numpy(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def cpu(self, *args: Any, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        return self.as_subclass(torch.Tensor)
+
+
+def test_random_state_loaded_onto_a_gpu_is_applied() -> None:
+    """Found on an H100: a resume on CUDA failed, the checkpoint's RNG tensors being on the GPU."""
+    from pluginloop._state import apply_rng, capture_rng
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    saved = capture_rng()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    kind, keys, *rest = saved["numpy"]
+    on_device = {
+        **saved,
+        "numpy": (kind, keys.as_subclass(_OnDevice), *rest),
+        "torch": saved["torch"].as_subclass(_OnDevice),
+    }
+    apply_rng(on_device)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_run_on_cuda_resumes_where_it_stopped(tmp_path: Path, make_loader: Any) -> None:
+    trained: list[int] = []
+
+    class Iterations(Hook):
+        def after_train_iter(
+            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+        ) -> None:
+            trained.append(runner.iter)
+
+    def run(work_dir: str, epochs: int) -> Runner:
+        torch.manual_seed(0)
+        runner = Runner(
+            nn.Linear(4, 1), work_dir=tmp_path / work_dir, train_dataloader=make_loader(4), seed=3,
+            optimizer=dict(type="SGD", lr=0.1), loss_fn=nn.MSELoss(), max_epochs=epochs, device="cuda",
+            launcher="none", autoload_plugins=False, custom_hooks=[Iterations()], resume=True,
+        )
+        runner.train()
+        return runner
+
+    whole = run("whole", 2)
+    first = run("stopped", 1)  # nothing to resume yet: starts fresh, saves at the end of its epoch
+    trained.clear()
+    resumed = run("stopped", 2)
+    assert first.iter == 4 and trained == [4, 5, 6, 7] and resumed.iter == whole.iter == 8
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)

@@ -1,8 +1,13 @@
-"""Fp16OptimizerHook on CPU: autocast (bfloat16), fp32 master weights, loss scaling, overflow."""
+"""Fp16OptimizerHook: autocast (bfloat16 on CPU, float16 on CUDA), fp32 weights, loss scaling, overflow.
+
+The scaling tests run on the CPU and, where CUDA is available, on the GPU too (GradScaler's
+CUDA kernels, float16 autocast): CI has no GPU, benchmarks/gpu.sh runs them on one.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,19 +27,28 @@ def _loader(n: int = 8) -> DataLoader[Any]:
                       batch_size=2)
 
 
+#: Where the scaling tests run: the CPU, and the GPU where there is one.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+]
+
+
 class _Probe(nn.Module):
     """Records the autocast state of each forward; makes the loss infinite on call ``overflow_at``."""
 
-    def __init__(self, overflow_at: int | None = None) -> None:
+    def __init__(self, overflow_at: int | None = None, device: str = "cpu") -> None:
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
         self.overflow_at = overflow_at
+        self.device_type = device
         self.seen: list[tuple[bool, torch.dtype, torch.dtype]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x)
-        self.seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), out.dtype))
+        kind = self.device_type
+        self.seen.append((torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind), out.dtype))
         if self.training and len(self.seen) - 1 == self.overflow_at:
             out = out * float("inf")
         return out
@@ -44,12 +58,12 @@ def _loss(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.mse_loss(preds.float(), targets)
 
 
-def _runner(tmp_path: Any, model: nn.Module, hook: Any, **kwargs: Any) -> Runner:
+def _runner(tmp_path: Any, model: nn.Module, hook: Any, device: str = "cpu", **kwargs: Any) -> Runner:
     hooks: dict[str, Any] = {key: None for key in DEFAULT_HOOKS}
     hooks["optimizer"] = hook
     args: dict[str, Any] = dict(
         model=model, work_dir=tmp_path, train_dataloader=_loader(), loss_fn=_loss,
-        optimizer=dict(type="SGD", lr=0.1), max_epochs=1, device="cpu", seed=0, default_hooks=hooks,
+        optimizer=dict(type="SGD", lr=0.1), max_epochs=1, device=device, seed=0, default_hooks=hooks,
     )
     return Runner(**{**args, **kwargs})
 
@@ -93,6 +107,22 @@ def test_forward_runs_under_bfloat16_autocast_and_weights_stay_float32(tmp_path:
         assert not torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_default_is_float16_autocast_with_a_dynamic_scaler(tmp_path: Any) -> None:
+    model = _Probe(device="cuda")
+    runner = _runner(tmp_path, model, dict(type="Fp16OptimizerHook"), device="cuda")
+    before = [p.detach().clone() for p in model.parameters()]
+    runner.train()
+    assert model.seen == [(True, torch.float16, torch.float16)] * 4
+    assert all(p.dtype is torch.float32 and p.is_cuda for p in model.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it trained
+    assert isinstance(runner.grad_scaler, torch.amp.GradScaler) and runner.grad_scaler.is_enabled()
+    # From GradScaler's 2**16, halved on each overflowing step (two, on an H100): a power of two.
+    scale = runner.grad_scaler.get_scale()
+    assert scale <= 2.0**16 and math.log2(scale).is_integer()
+    assert runner.message_hub.get("loss_scale") == scale
+
+
 def test_dtype_chooses_float16(tmp_path: Any) -> None:
     model = _Probe()
     runner = _runner(tmp_path, model, dict(type="Fp16OptimizerHook", dtype="float16"))
@@ -101,11 +131,13 @@ def test_dtype_chooses_float16(tmp_path: Any) -> None:
     assert isinstance(runner.grad_scaler, torch.amp.GradScaler)  # float16 always scales
 
 
+@pytest.mark.parametrize("device", DEVICES)
 def test_overflow_skips_the_step_lowers_the_scale_and_is_logged(
-    tmp_path: Any, log: pytest.LogCaptureFixture
+    tmp_path: Any, log: pytest.LogCaptureFixture, device: str
 ) -> None:
-    model = _Probe(overflow_at=2)
-    runner = _runner(tmp_path, model, dict(type="Fp16OptimizerHook", loss_scale=dict(init_scale=1024.0)))
+    model = _Probe(overflow_at=2, device=device)
+    runner = _runner(tmp_path, model, dict(type="Fp16OptimizerHook", loss_scale=dict(init_scale=1024.0)),
+                     device=device)
     snaps = _Snapshots()
     runner.register_hook(snaps)
     before = [p.detach().clone() for p in model.parameters()]
@@ -119,9 +151,10 @@ def test_overflow_skips_the_step_lowers_the_scale_and_is_logged(
                         "step was skipped and the loss scale is now 512"]
 
 
-def test_an_int_static_scale_stays_fixed_through_an_overflow(tmp_path: Any) -> None:
-    model = _Probe(overflow_at=1)
-    runner = _runner(tmp_path, model, dict(type="Fp16OptimizerHook", loss_scale=512))
+@pytest.mark.parametrize("device", DEVICES)
+def test_an_int_static_scale_stays_fixed_through_an_overflow(tmp_path: Any, device: str) -> None:
+    model = _Probe(overflow_at=1, device=device)
+    runner = _runner(tmp_path, model, dict(type="Fp16OptimizerHook", loss_scale=512), device=device)
     snaps = _Snapshots()
     runner.register_hook(snaps)
     runner.train()
@@ -146,9 +179,10 @@ def test_gradients_are_unscaled_before_clipping(tmp_path: Any) -> None:
     assert runner.message_hub.get("grad_norm") == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_scaler_state_goes_into_checkpoints_and_comes_back_on_resume(tmp_path: Any) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_scaler_state_goes_into_checkpoints_and_comes_back_on_resume(tmp_path: Any, device: str) -> None:
     hook = dict(type="Fp16OptimizerHook", loss_scale=dict(init_scale=1024.0, growth_interval=2))
-    runner = _runner(tmp_path, _Probe(overflow_at=0), hook)
+    runner = _runner(tmp_path, _Probe(overflow_at=0, device=device), hook, device=device)
     runner.train()
     assert runner.grad_scaler is not None
     saved = runner.grad_scaler.state_dict()
@@ -156,7 +190,7 @@ def test_scaler_state_goes_into_checkpoints_and_comes_back_on_resume(tmp_path: A
     assert saved["_growth_tracker"] == 1
     path = runner.save_checkpoint("fp16.pth")
 
-    resumed = _runner(tmp_path, _Probe(), hook, resume=str(path), max_epochs=1)
+    resumed = _runner(tmp_path, _Probe(device=device), hook, device=device, resume=str(path), max_epochs=1)
     resumed.train()  # nothing left to train: before_run, then the resume
     assert resumed.grad_scaler is not None
     assert resumed.grad_scaler.state_dict() == saved
