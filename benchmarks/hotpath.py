@@ -259,7 +259,7 @@ def _dispatch_estimate(n_impls: int, number: int, rounds: int) -> float:
 
     def plain_calls() -> None:
         for hook in hooks:
-            hook.after_train_iter(**kwargs)
+            hook.after_train_iter(*kwargs.values())
 
     calls = _best_us(plain_calls, number, rounds)
     return whole - calls
@@ -320,6 +320,45 @@ def ablation(work_dir: str, samples: int, rounds: int) -> list[list[str]]:
     return rows
 
 
+def line_aftermath(work_dir: str, samples: int) -> list[list[str]]:
+    """CPU µs of each training iteration by its distance from the last log line, in a real run.
+
+    A log line costs more than its own code: the iterations after it run slower too, while
+    torch's code and data come back into the caches that the line's Python displaced.
+    """
+    import pluginloop
+
+    stamps: list[int] = []
+
+    class Stamp(pluginloop.Hook):
+        priority = pluginloop.Priority.LOWEST  # after every other hook of the iteration
+
+        def after_train_iter(
+            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+        ) -> None:
+            stamps.append(time.thread_time_ns())
+
+    runner = _runner(work_dir, samples, epochs=1)
+    runner.register_hook(Stamp())
+    runner.train()
+    by_offset: dict[int, list[float]] = {}
+    for batch_idx in range(1, len(stamps)):  # the iteration that ends at stamps[batch_idx]
+        took = (stamps[batch_idx] - stamps[batch_idx - 1]) / 1e3
+        by_offset.setdefault(batch_idx % LOG_INTERVAL, []).append(took)
+    quiet = statistics.median([us for off in range(20, LOG_INTERVAL - 1) for us in by_offset[off]])
+    rows, excess = [], 0.0
+    shown = [(LOG_INTERVAL - 1, "the one that writes the line")]
+    shown += [(k, f"{k + 1} after it") for k in range(10)]
+    for offset, label in shown:
+        median = statistics.median(by_offset[offset])
+        excess += median - quiet
+        rows.append([label, fmt(median, 1), fmt(median - quiet, 1)])
+    rows.append([f"quiet iterations (21 to {LOG_INTERVAL - 1} after it)", fmt(quiet, 1), "-"])
+    per_iteration = fmt(excess / LOG_INTERVAL, 2)
+    rows.append([f"a line in all, per iteration at interval {LOG_INTERVAL}", per_iteration, fmt(excess, 0)])
+    return rows
+
+
 def profile(runner: Any, top: int) -> str:
     """cProfile of ``runner.train()``, pluginloop's and pluggy's functions by own time."""
     profiler = cProfile.Profile()
@@ -358,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.train()  # every hook initialised (before_run, the first epoch)
         rows = components(runner, number, rounds)
         ablated = ablation(work_dir, samples, 1 if args.quick else 7)
+        aftermath = line_aftermath(work_dir, samples if args.quick else 32 * 8192)
         profiled = _runner(work_dir, samples, epochs=1)
         profiled_text = profile(profiled, args.top)
     print("## hot path: CPU µs per training iteration, each piece alone (tiny MLP, default hooks)\n")
@@ -366,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\n## in a real run: CPU µs per iteration, {samples // 32} iterations, each default hook left out\n"
     )
     print(table(["variant", "µs/iter", "over hand-written"], ablated))
+    print("\n## what a log line costs: CPU µs of a training iteration by its distance from the last line\n")
+    print(table(["iteration", "median µs", "over quiet ones"], aftermath))
     print(
         f"\n## cProfile of one epoch ({samples // 32} iterations), pluginloop and pluggy only "
         "(cProfile inflates small functions: compare, do not add)\n"
