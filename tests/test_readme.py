@@ -216,3 +216,34 @@ def test_the_runnable_python_blocks_run(tmp_path: Path) -> None:
                             timeout=300)
     assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     assert f"--- README runnable block {len(runnable) - 1}" in result.stdout
+
+
+def test_the_plugin_guide_example_reaches_the_log_lines(tmp_path: Path) -> None:
+    """docs/plugins.md's example hook, run as printed: its scalar shows in the logger's records."""
+    import json
+
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pluginloop import Runner
+    from pluginloop.hooks import LoggerHook
+
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    source = next(body for body in blocks(guide, "python") if "class WeightNormHook" in body)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "docs/plugins.md", "exec"), namespace)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=2)
+    logger = LoggerHook(interval=2)
+    runner = Runner(
+        model, work_dir=tmp_path, train_dataloader=loader, optimizer=dict(type="SGD", lr=0.1),
+        loss_fn=torch.nn.MSELoss(), max_epochs=1, launcher="none", device="cpu", autoload_plugins=False,
+        default_hooks=dict(logger=logger), custom_hooks=[namespace["WeightNormHook"](interval=2)],
+    )
+    runner.train()
+    assert logger.json_file is not None
+    records = [json.loads(line) for line in logger.json_file.read_text(encoding="utf-8").splitlines()]
+    expected = torch.stack([p.detach().norm() for p in model.parameters()]).norm().item()
+    assert [r["iter"] for r in records] == [2, 4]
+    assert records[-1]["weight_norm"] == pytest.approx(expected)
