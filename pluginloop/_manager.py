@@ -7,12 +7,12 @@ each hook caller's impl list is re-sorted by them. ``pm.hook.<point>(...)`` then
 exactly the loop's order, and pluggy's wrappers and call monitoring keep working.
 
 The loop calls ``before_train_iter`` / ``after_train_iter`` every iteration, so each point's
-caller is a :class:`_PlannedCaller`: after every (un)registration it keeps a plan, each plain
-impl's function in call order (with an ``itemgetter`` for one that takes only some of the
-arguments, or in another order), and a call runs that plan directly. Whatever the plan cannot express (wrappers, ``firstresult``, historic calls,
-pluggy's call monitoring, a call leaving out an argument) goes through pluggy's own
-``_multicall`` unchanged. Same impls, same order, same results and exceptions: only less
-work per call (benchmarks/dispatch.py).
+caller is a :class:`_PlannedCaller`: after every (un)registration it keeps a plan, each
+plain impl's function in call order (with an ``itemgetter`` for one that takes only some of
+the arguments, or in another order), and a call runs that plan directly. Whatever the plan
+cannot express (wrappers, ``firstresult``, historic calls, pluggy's call monitoring, a call
+leaving out an argument) goes through pluggy's own ``_multicall`` unchanged. Same impls,
+same order, same results and exceptions: only less work per call (benchmarks/dispatch.py).
 """
 
 from __future__ import annotations
