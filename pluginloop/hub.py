@@ -67,6 +67,11 @@ class MessageHub:
         if publish not in self._sources:
             self._sources.append(publish)
 
+    def remove_source(self, publish: Callable[[MessageHub], object]) -> None:
+        """Stop calling ``publish`` (it was not a source: nothing happens)."""
+        if publish in self._sources:
+            self._sources.remove(publish)
+
     def _pull(self) -> None:
         for publish in self._sources:
             publish(self)

@@ -210,3 +210,12 @@ def test_running_sum_reads_cpu_values_and_keeps_device_ones_on_the_device(reads:
     hub.update("loss", device_total / 2, count=2)
     assert reads() == 0
     assert hub.means() == {"loss": 1.75}  # (1.0 + 2.5) / 2
+
+
+def test_a_removed_source_is_no_longer_called() -> None:
+    hub, source = MessageHub(), MeanSource()
+    hub.add_source(source.publish)
+    hub.remove_source(source.publish)
+    hub.remove_source(source.publish)  # not a source any more: nothing happens
+    source.add(1.0)
+    assert hub.means() == {} and source.calls == 0

@@ -99,11 +99,14 @@ class LoggerHook(Hook):
         self._close_log = weakref.finalize(self, _close, runner.logger, handler, self._json)
 
     def after_run(self, runner: Runner) -> None:
-        """Write the training iterations not logged yet (a stopped run), close the text log."""
+        """Write the training iterations not logged yet (a stopped run), close the text log,
+        hand the hub what is left and stop being its source."""
         if runner.iter > self._logged_iter:
             self._log_train(runner, runner.iter, self._last_batch + 1, runner.epoch + 1)
         self._close_log()
         self._json = None
+        self._publish(runner.message_hub)
+        runner.message_hub.remove_source(self._publish)
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
         """Count lines from the resumed iteration (the hub restores the open window itself)."""

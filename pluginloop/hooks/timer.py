@@ -63,6 +63,11 @@ class IterTimerHook(Hook):
         """Publish the training timings to the runner's hub whenever it is read."""
         runner.message_hub.add_source(self._publish)
 
+    def after_run(self, runner: Runner) -> None:
+        """Hand over what is left and stop being a source: the hook may serve another Runner next."""
+        self._publish(runner.message_hub)
+        runner.message_hub.remove_source(self._publish)
+
     def before_train_epoch(self, runner: Runner) -> None:
         """Start the clock for the epoch's first batch."""
         self._total = runner.max_iters

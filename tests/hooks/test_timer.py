@@ -165,3 +165,30 @@ def test_it_is_a_normal_priority_hook_of_the_train_val_and_test_iterations() -> 
     points = IterTimerHook().hook_points()
     assert get_priority(IterTimerHook.priority) == Priority.NORMAL
     assert {"before_train_iter", "after_train_iter", "after_val_iter", "after_test_iter"} <= set(points)
+
+
+def test_a_timer_reused_by_a_second_runner_leaves_the_first_runners_hub(
+    runner_kwargs: dict[str, Any], make_loader: Any
+) -> None:
+    timer = IterTimerHook()
+    hooks = {key: None for key in DEFAULT_HOOKS}
+    first = Runner(**{**runner_kwargs, "default_hooks": {**hooks, "timer": timer}, "max_epochs": 1})
+    first.train()
+    assert set(first.message_hub.means()) >= {"time", "data_time"}  # handed over at the end of the run
+    read_from_first: list[dict[str, float]] = []
+
+    class ReadsTheFirstHub(Hook):
+        priority = "LOWEST"  # after the timer has timed the iteration
+
+        def after_train_iter(
+            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+        ) -> None:
+            read_from_first.append(first.message_hub.means())
+
+    second = Runner(**{**runner_kwargs, "default_hooks": {**hooks, "timer": timer}, "max_epochs": 1,
+                       "work_dir": runner_kwargs["work_dir"] / "second",
+                       "custom_hooks": [ReadsTheFirstHub()]})
+    second.train()
+    assert read_from_first, "the probe ran"
+    assert all(m == {} for m in read_from_first), "the first hub took the second run's times"
+    assert second.message_hub.means()["time"] > 0
