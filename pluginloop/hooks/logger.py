@@ -44,10 +44,10 @@ class LoggerHook(Hook):
             work dir.
 
     It publishes the training ``loss`` (kept on the device) to ``runner.message_hub``, as a
-    source: summed each iteration, handed over whenever the hub is read;
-    each line publishes ``lr`` (of the first param group, read then) and shows lr, eta, then
-    the window means of every scalar in the hub (time, data_time, loss, grad_norm, ...) and,
-    on CUDA, the peak memory in MB since the previous line. After a val or test loop one line lists its
+    source: summed each iteration, handed over whenever the hub is read; each line publishes
+    ``lr`` (of the first param group, read then) and shows lr, eta, then the window means of
+    every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on CUDA, the peak
+    memory in MB since the previous line. After a val or test loop one line lists its
     metrics, also published to the hub as ``val/<name>`` / ``test/<name>``. Device values
     are read only when a line is written. Only rank 0 writes.
     """
