@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -166,3 +168,60 @@ def _no_installed_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
     if request.node.get_closest_marker("autoload") is None:
         monkeypatch.setenv("PLUGINLOOP_DISABLE_PLUGIN_AUTOLOAD", "1")
         monkeypatch.delenv("PLUGINLOOP_PLUGINS", raising=False)
+
+
+@pytest.fixture
+def log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog that sees the 'pluginloop' logger (which does not propagate to the root)."""
+    logger = logging.getLogger("pluginloop")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+class _DeviceScalar(torch.Tensor):
+    """A CPU tensor that poses as a device tensor (``is_cpu`` False) and counts reads of its value."""
+
+    reads: ClassVar[int] = 0
+
+    @property
+    def is_cpu(self) -> bool:  # type: ignore[override]
+        return False
+
+    def item(self) -> Any:
+        _DeviceScalar.reads += 1
+        return super().item()
+
+    def __float__(self) -> float:
+        _DeviceScalar.reads += 1
+        return super().__float__()
+
+    def tolist(self) -> Any:
+        _DeviceScalar.reads += 1
+        return super().tolist()
+
+
+class DeviceScalars:
+    """Tensors the hub and the logger treat like CUDA ones, counting every copy to the host
+    (each would synchronise with a real device); the count starts at 0 with the test."""
+
+    def __init__(self) -> None:
+        _DeviceScalar.reads = 0
+
+    def of(self, value: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A scalar ``value`` posing as a device tensor."""
+        return torch.tensor(value, dtype=dtype).as_subclass(_DeviceScalar)
+
+    def wrap(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (autograd history kept) posing as a device tensor."""
+        return tensor.as_subclass(_DeviceScalar)
+
+    def reads(self) -> int:
+        """Reads of any such tensor's value since the test began."""
+        return _DeviceScalar.reads
+
+
+@pytest.fixture
+def device_scalars() -> DeviceScalars:
+    """See :class:`DeviceScalars`."""
+    return DeviceScalars()

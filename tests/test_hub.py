@@ -3,48 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import torch
 
 from pluginloop.hub import MessageHub
-
-
-class DeviceScalar(torch.Tensor):
-    """A CPU tensor that poses as a device tensor and counts every read of its value.
-
-    ``is_cpu`` is False, so the hub treats it like a CUDA tensor; ``reads`` counts calls
-    that would copy a device value to the host (and so synchronise with the device).
-    """
-
-    reads: ClassVar[int] = 0
-
-    @property
-    def is_cpu(self) -> bool:  # type: ignore[override]
-        return False
-
-    def item(self) -> Any:
-        DeviceScalar.reads += 1
-        return super().item()
-
-    def __float__(self) -> float:
-        DeviceScalar.reads += 1
-        return super().__float__()
-
-    def tolist(self) -> Any:
-        DeviceScalar.reads += 1
-        return super().tolist()
-
-
-@pytest.fixture
-def reads() -> Any:
-    DeviceScalar.reads = 0
-    yield lambda: DeviceScalar.reads
-
-
-def device_scalar(value: float, dtype: torch.dtype = torch.float32) -> DeviceScalar:
-    return torch.tensor(value, dtype=dtype).as_subclass(DeviceScalar)  # type: ignore[return-value]
 
 
 def test_means_are_window_averages_weighted_by_count_and_clear_the_window() -> None:
@@ -102,16 +66,16 @@ def test_cpu_tensors_are_stored_as_floats_detached() -> None:
     assert hub.means() == {"loss": 6.0}
 
 
-def test_device_tensors_are_summed_without_reading_them(reads: Any) -> None:
+def test_device_tensors_are_summed_without_reading_them(device_scalars: Any) -> None:
     hub = MessageHub()
-    published = [device_scalar(v) for v in (1.0, 2.0, 6.0)]
+    published = [device_scalars.of(v) for v in (1.0, 2.0, 6.0)]
     for value in published:
         hub.update("loss", value)
-    hub.update("loss", device_scalar(3.0), count=2)
-    assert reads() == 0
+    hub.update("loss", device_scalars.of(3.0), count=2)
+    assert device_scalars.reads() == 0
     assert isinstance(hub.latest["loss"], torch.Tensor)
     assert hub.means() == {"loss": pytest.approx((1 + 2 + 6 + 6) / 5)}
-    assert reads() == 1  # one read for the window, at means()
+    assert device_scalars.reads() == 1  # one read for the window, at means()
     # The hub sums into a tensor of its own: the published values are unchanged.
     assert [v.as_subclass(torch.Tensor).item() for v in published] == [1.0, 2.0, 6.0]
 
@@ -124,29 +88,29 @@ def test_meta_tensors_cannot_be_read_so_updates_never_read_them() -> None:
         hub.means()
 
 
-def test_low_precision_values_are_summed_in_float32() -> None:
+def test_low_precision_values_are_summed_in_float32(device_scalars: Any) -> None:
     hub = MessageHub()
     for _ in range(300):  # bfloat16 alone stops counting at 256: 256 + 1 == 256
-        hub.update("loss", device_scalar(1.0, torch.bfloat16))
+        hub.update("loss", device_scalars.of(1.0, torch.bfloat16))
     assert hub._sums["loss"].dtype == torch.float32
     assert hub.means() == {"loss": 1.0}
 
 
-def test_a_tensor_that_is_not_a_scalar_is_refused_with_its_name() -> None:
+def test_a_tensor_that_is_not_a_scalar_is_refused_with_its_name(device_scalars: Any) -> None:
     hub = MessageHub()
     with pytest.raises(ValueError, match=r"'loss'.*shape \(3,\)"):
-        hub.update("loss", torch.ones(3).as_subclass(DeviceScalar))
+        hub.update("loss", device_scalars.wrap(torch.ones(3)))
 
 
-def test_state_dict_round_trip_keeps_open_windows_and_latest() -> None:
+def test_state_dict_round_trip_keeps_open_windows_and_latest(device_scalars: Any) -> None:
     hub = MessageHub()
     hub.update("grad_norm", 1.0)
     hub.means()  # grad_norm's window was read: it stays a windowed name after a resume
-    hub.update("loss", device_scalar(2.0))
+    hub.update("loss", device_scalars.of(2.0))
     hub.set("lr", 0.1)
     restored = MessageHub()
     restored.load_state_dict(hub.state_dict())
-    restored.update("loss", device_scalar(4.0))  # a device value joins a float window
+    restored.update("loss", device_scalars.of(4.0))  # a device value joins a float window
     assert restored.means() == {"loss": pytest.approx(3.0)}
     assert restored.latest["lr"] == 0.1
     assert restored.unaveraged() == {"lr": 0.1}
@@ -198,17 +162,18 @@ def test_a_source_publishes_before_every_read_and_windows_stay_exact() -> None:
     assert restored.means() == {"x": 6.0}
 
 
-def test_running_sum_reads_cpu_values_and_keeps_device_ones_on_the_device(reads: Any) -> None:
+def test_running_sum_reads_cpu_values_and_keeps_device_ones_on_the_device(device_scalars: Any) -> None:
     from pluginloop.hub import running_sum
 
     total = running_sum(0.0, torch.tensor(1.5, requires_grad=True) * 1.0)
     assert type(total) is float and total == 1.5
-    device_total = running_sum(running_sum(0.0, device_scalar(1.0, torch.bfloat16)), device_scalar(2.5))
+    device_total = running_sum(0.0, device_scalars.of(1.0, torch.bfloat16))
+    device_total = running_sum(device_total, device_scalars.of(2.5))
     assert isinstance(device_total, torch.Tensor) and device_total.dtype == torch.float32
-    assert reads() == 0, "a device value was copied to the host"
+    assert device_scalars.reads() == 0, "a device value was copied to the host"
     hub = MessageHub()
     hub.update("loss", device_total / 2, count=2)
-    assert reads() == 0
+    assert device_scalars.reads() == 0
     assert hub.means() == {"loss": 1.75}  # (1.0 + 2.5) / 2
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +80,6 @@ class _Snapshots(Hook):
                          outputs: Any = None) -> None:
         self.params.append([p.detach().clone() for p in runner.model.parameters()])
         self.scales.append(runner.message_hub.get("loss_scale"))
-
-
-@pytest.fixture
-def log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog that sees the 'pluginloop' logger (which does not propagate to the root)."""
-    logger = logging.getLogger("pluginloop")
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def test_forward_runs_under_bfloat16_autocast_and_weights_stay_float32(tmp_path: Any) -> None:

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import torch
@@ -221,30 +221,8 @@ def test_only_rank_zero_writes(runner_kwargs: dict[str, Any], tmp_path: Path) ->
     assert "loss" in runner.message_hub.latest and "val/loss" in runner.message_hub.latest  # still published
 
 
-class DeviceScalar(torch.Tensor):
-    """A CPU tensor posing as a device tensor (``is_cpu`` False) that counts reads of its value."""
-
-    reads: ClassVar[int] = 0
-
-    @property
-    def is_cpu(self) -> bool:  # type: ignore[override]
-        return False
-
-    def item(self) -> Any:
-        DeviceScalar.reads += 1
-        return super().item()
-
-    def __float__(self) -> float:
-        DeviceScalar.reads += 1
-        return super().__float__()
-
-    def tolist(self) -> Any:
-        DeviceScalar.reads += 1
-        return super().tolist()
-
-
 def test_the_loss_is_read_only_when_a_line_is_written(
-    runner_kwargs: dict[str, Any], make_loader: Any
+    runner_kwargs: dict[str, Any], make_loader: Any, device_scalars: Any
 ) -> None:
     class CountReads(Hook):
         priority = "LOWEST"
@@ -253,15 +231,14 @@ def test_the_loss_is_read_only_when_a_line_is_written(
             self.reads: list[int] = []
 
         def after_train_iter(self, runner: Any, batch_idx: int) -> None:
-            self.reads.append(DeviceScalar.reads)
+            self.reads.append(device_scalars.reads())
 
         def after_train_epoch(self, runner: Any) -> None:
-            self.reads.append(DeviceScalar.reads)
+            self.reads.append(device_scalars.reads())
 
     def device_loss(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.mse_loss(preds, targets).as_subclass(DeviceScalar)
+        return device_scalars.wrap(nn.functional.mse_loss(preds, targets))
 
-    DeviceScalar.reads = 0
     counter, hook = CountReads(), LoggerHook(interval=3)
     runner = make_runner(
         runner_kwargs,

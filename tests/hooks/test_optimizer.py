@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,15 +27,6 @@ def _runner(tmp_path: Any, model: nn.Module, optimizer_hook: Any = None, **kwarg
         optimizer=dict(type="SGD", lr=0.1), max_epochs=1, device="cpu", seed=0, default_hooks=hooks,
     )
     return Runner(**{**args, **kwargs})
-
-
-@pytest.fixture
-def log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog that sees the 'pluginloop' logger (which does not propagate to the root)."""
-    logger = logging.getLogger("pluginloop")
-    logger.addHandler(caplog.handler)
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def test_plain_step_equals_the_hand_written_loop(tmp_path: Any) -> None:
