@@ -160,8 +160,7 @@ def running_sum(total: float | torch.Tensor, value: Scalar, name: str = "value")
     CPU tensor is read into a float at once; a tensor on another device is summed there,
     without synchronising, in a float32 (or float64) tensor of the sum's own, in place.
     """
-    if type(value) is not float and isinstance(value, torch.Tensor):  # as _read, without its call
-        value = value.item() if value.is_cpu else value.detach()
+    value = _read(value)
     if type(total) is float and type(value) is float:  # the common case, kept short
         return total + value
     return _add(name, total, value, 1)
