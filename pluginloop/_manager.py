@@ -8,8 +8,9 @@ exactly the loop's order, and pluggy's wrappers and call monitoring keep working
 
 The loop calls ``before_train_iter`` / ``after_train_iter`` every iteration, so each point's
 caller is a :class:`_PlannedCaller`: after every (un)registration it keeps a plan, each
-plain impl's function in call order (with an ``itemgetter`` for one that takes only some of
-the arguments, or in another order), and a call runs that plan directly. Whatever the plan
+plain impl's function in call order (behind an ``itemgetter`` for one that takes only some of
+the arguments, or in another order), and a call runs that plan directly; ``caller.fire`` runs
+it cheaper still, positionally and without collecting results, for the loop. Whatever the plan
 cannot express (wrappers, ``firstresult``, historic calls, pluggy's call monitoring, a call
 leaving out an argument) goes through pluggy's own ``_multicall`` unchanged. Same impls,
 same order, same results and exceptions: only less work per call (benchmarks/dispatch.py).
@@ -119,7 +120,7 @@ class _PlannedCaller(pluggy.HookCaller):
     spec's order (what the loop does: no dict to build and take apart per call).
     """
 
-    __slots__ = ("_name_set", "_names", "_ordered", "_plan")
+    __slots__ = ("_calls", "_name_set", "_names", "_ordered", "fire")
 
     def __init__(self, name: str, hook_execute: Any, specmodule: Any, spec_opts: Any) -> None:
         super().__init__(name, hook_execute, specmodule, spec_opts)
@@ -127,9 +128,12 @@ class _PlannedCaller(pluggy.HookCaller):
         self._names: tuple[str, ...] = (*self.spec.argnames, *self.spec.kwargnames) if self.spec else ()
         self._name_set = frozenset(self._names)
         self._ordered = _tuple_getter(self._names)
-        # Per plain impl in call order: its function, and None when it takes the spec's
-        # arguments as they are, else a picker of the ones it names, in its order.
-        self._plan: tuple[tuple[Callable[..., Any], _Picker | None], ...] | None = None
+        # The plan: per plain impl in call order, a callable taking every argument of the
+        # spec positionally (the impl's function itself, unless it names only some of them).
+        self._calls: tuple[Callable[..., Any], ...] | None = None
+        #: ``fire(*args)``: this point called with every argument positionally, in the spec's
+        #: order, its results dropped. What the loop calls every iteration: see _firing.
+        self.fire = _firing(self)
 
     def replan(self, enabled: bool) -> None:
         """Rebuild the plan from the impl list (None: every call goes through pluggy)."""
@@ -138,37 +142,87 @@ class _PlannedCaller(pluggy.HookCaller):
             self.spec.opts.get("historic") or any(i.wrapper or i.hookwrapper or i.kwargnames for i in impls)
         )
         if not simple:
-            self._plan = None
+            self._calls = None
             return
-        plan = []
+        calls = []
         for impl in reversed(impls):  # pluggy calls the list from its end
             wanted = tuple(impl.argnames)
-            pick = None if wanted == self._names else _tuple_getter(tuple(map(self._names.index, wanted)))
-            plan.append((impl.function, pick))
+            if wanted == self._names:
+                calls.append(impl.function)
+            else:
+                calls.append(_picking(impl.function, _tuple_getter(tuple(map(self._names.index, wanted)))))
         # A new tuple: a (un)registration made by an impl during a call changes the next
         # call, not this one (pluggy copies its list for the same reason).
-        self._plan = tuple(plan)
+        self._calls = tuple(calls)
 
     def __call__(self, *args: object, **kwargs: object) -> Any:
-        plan = self._plan
+        calls = self._calls
         if args:
             if kwargs or len(args) != len(self._names):
                 raise TypeError(
                     f"{self.name}() takes its arguments ({', '.join(self._names)}) all by keyword, "
                     "or all positionally in this order"
                 )
-            if plan is None:
+            if calls is None:
                 return super().__call__(**dict(zip(self._names, args)))
-        elif plan is None or not kwargs.keys() >= self._name_set:
+        elif calls is None or not kwargs.keys() >= self._name_set:
             return super().__call__(**kwargs)  # pluggy's path: defaults, warnings, wrappers
         else:
             args = self._ordered(kwargs)
         results = []
-        for function, pick in plan:
-            result = function(*args) if pick is None else function(*pick(args))
+        for call in calls:
+            result = call(*args)
             if result is not None:
                 results.append(result)
         return results
+
+
+def _picking(function: Callable[..., Any], pick: _Picker) -> Callable[..., Any]:
+    """``function`` called with every argument of the point: it receives the ones it names."""
+
+    def call(*args: Any) -> Any:
+        return function(*pick(args))
+
+    return call
+
+
+def _firing(caller: _PlannedCaller) -> Callable[..., None]:
+    """``caller.fire``: the point called positionally, results dropped, as cheaply as CPython allows.
+
+    The per-iteration points take 3 (``before_*_iter``) or 4 (``after_*_iter``) arguments.
+    For them ``fire`` is a plain function of exactly that many parameters calling each impl
+    with them: no ``*args`` tuple to build and unpack and no ``__call__`` slot, which costs
+    less than half the caller itself (benchmarks/dispatch.py). It reads the plan at every
+    call, so (un)registrations count from the next one, and it leaves a point that has no
+    plan (wrappers, monitoring, ...) to the caller.
+    """
+    if len(caller._names) == 3:
+
+        def fire3(a: Any, b: Any, c: Any) -> None:
+            calls = caller._calls
+            if calls is None:
+                caller(a, b, c)
+                return
+            for call in calls:
+                call(a, b, c)
+
+        return fire3
+    if len(caller._names) == 4:
+
+        def fire4(a: Any, b: Any, c: Any, d: Any) -> None:
+            calls = caller._calls
+            if calls is None:
+                caller(a, b, c, d)
+                return
+            for call in calls:
+                call(a, b, c, d)
+
+        return fire4
+
+    def fire(*args: Any) -> None:
+        caller(*args)
+
+    return fire
 
 
 class HookRelay(Protocol):

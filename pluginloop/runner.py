@@ -271,17 +271,18 @@ class Runner:
                 self.wrapped_model.train()
                 hook.before_train_epoch(runner=self)
                 stopped = False
+                # Per-iteration points are fired: arguments positional, in the spec's order
+                # (runner, batch_idx, data_batch[, outputs]), results dropped; the cheapest call.
+                before_iter, after_iter = hook.before_train_iter.fire, hook.after_train_iter.fire
                 for batch_idx, data_batch in self._train_batches():
                     if self.should_stop:  # checked between iterations: this epoch did not end
                         stopped = True
                         break
                     data_batch = to_device(data_batch, self.device, self._non_blocking)
-                    # Per-iteration points take their arguments positionally, in the spec's
-                    # order (runner, batch_idx, data_batch[, outputs]): the cheapest call.
-                    hook.before_train_iter(self, batch_idx, data_batch)
+                    before_iter(self, batch_idx, data_batch)
                     self.outputs = self._forward(self.wrapped_model, data_batch)
                     self._iter_done = True
-                    hook.after_train_iter(self, batch_idx, data_batch, self.outputs)
+                    after_iter(self, batch_idx, data_batch, self.outputs)
                     self._iter_done = False
                     self.iter += 1
                     self._inner_done += 1
@@ -312,8 +313,8 @@ class Runner:
         if loader is None:
             raise ConfigError(f"no {kind} loader: pass {kind}_dataloader= to the Runner",
                               f"{kind}_dataloader")
-        before_iter = getattr(self.hook, f"before_{kind}_iter")
-        after_iter = getattr(self.hook, f"after_{kind}_iter")
+        before_iter = getattr(self.hook, f"before_{kind}_iter").fire
+        after_iter = getattr(self.hook, f"after_{kind}_iter").fire
         self.wrapped_model.eval()
         getattr(self.hook, f"before_{kind}_epoch")(runner=self)
         self._meter.reset()

@@ -1,8 +1,9 @@
 """The planned hook call (pluginloop._manager._PlannedCaller) behaves as pluggy's own call.
 
 Order is covered for any mix of plugins by test_manager's property test, which runs every
-call both ways; here: results, exceptions, registration during a call, pluggy's call
-monitoring and calls that leave out an argument, which must fall back to pluggy's path.
+call three ways (by keyword, fired, through pluggy); here: results, exceptions,
+registration during a call, pluggy's call monitoring and calls that leave out an argument,
+which must fall back to pluggy's path, and ``fire``, the loop's call.
 """
 
 from __future__ import annotations
@@ -209,3 +210,74 @@ def test_positional_calls_need_every_argument_and_no_keywords(
     pm.register(Recorder("a", []), "a")
     with pytest.raises(TypeError, match=r"after_train_iter\(\) takes its arguments \(runner, batch_idx"):
         pm.hook.after_train_iter(*args, **kwargs)
+
+
+def test_fire_runs_the_plan_positionally_and_drops_the_results() -> None:
+    log: list[Any] = []
+    pm = PluginManager()
+    pm.register(Recorder("a", log, result="ra"), "a")
+    pm.register(OnlyBatchIdx(log), "subset")
+    assert pm.hook.after_train_iter.fire(None, 3, ("x", "y"), {"loss": 1.0}) is None
+    assert log == [("a", 3, ("x", "y"), {"loss": 1.0}), ("subset", 3)]
+    log.clear()
+
+    class Before(Hook):
+        def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+            log.append(("before", batch_idx, data_batch))
+
+    pm.register(Before(), "before")
+    pm.hook.before_train_iter.fire(None, 4, "batch")
+    pm.hook.before_run.fire("runner")  # other arities are fired too, through the caller
+    assert log == [("before", 4, "batch")]
+    with pytest.raises(TypeError):
+        pm.hook.after_train_iter.fire(None, 3, "batch")  # every argument, always
+
+
+def test_fire_sees_registrations_from_the_next_call_and_exceptions_unchanged() -> None:
+    log: list[Any] = []
+    pm = PluginManager()
+    late, error = Recorder("late", log), ValueError("boom")
+
+    class Registers(Hook):
+        def after_train_iter(
+            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+        ) -> None:
+            log.append(("registers", batch_idx))
+            if not pm.is_registered(late):
+                pm.register(late, "late", priority=Priority.LOWEST)
+            elif batch_idx == 2:
+                raise error
+
+    pm.register(Registers(), "registers")
+    fire = pm.hook.after_train_iter.fire  # taken once, as the loop takes it once per epoch
+    fire(None, 0, None, None)
+    fire(None, 1, None, None)
+    with pytest.raises(ValueError) as info:
+        fire(None, 2, None, None)
+    assert info.value is error
+    assert log == [("registers", 0), ("registers", 1), ("late", 1, None, None), ("registers", 2)]
+
+
+def test_fire_goes_through_pluggy_for_wrappers_and_monitoring() -> None:
+    log: list[Any] = []
+    seen: list[str] = []
+
+    class Wraps:
+        @hookimpl(wrapper=True)
+        def after_train_iter(self, runner: Any, batch_idx: int) -> Any:
+            log.append(("wrap", batch_idx))
+            return (yield)
+
+    pm = PluginManager()
+    pm.register(Recorder("a", log), "a")
+    fire = pm.hook.after_train_iter.fire
+    pm.register(Wraps(), "wraps")
+    fire(None, 5, "batch", "out")
+    assert log == [("wrap", 5), ("a", 5, "batch", "out")]
+    pm.unregister(name="wraps")
+    undo = pm.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name), lambda *args: None)
+    fire(None, 6, "batch", "out")
+    undo()
+    fire(None, 7, "batch", "out")
+    assert seen == ["after_train_iter"]
+    assert log[-2:] == [("a", 6, "batch", "out"), ("a", 7, "batch", "out")]

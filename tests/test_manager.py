@@ -29,15 +29,19 @@ def call_kwargs(point: str) -> dict[str, Any]:
 def called_order(pm: PluginManager, point: str, log: Log) -> Log:
     """Call ``point`` as the loop does and return what the impls recorded.
 
-    The same impl list run by pluggy's own ``_multicall`` must record the same: the planned
-    fast path (pluginloop._manager._PlannedCaller) changes the cost of a call, nothing else.
+    The same impl list run by pluggy's own ``_multicall``, and fired positionally as the loop
+    fires its per-iteration points, must record the same: the planned fast paths
+    (pluginloop._manager._PlannedCaller) change the cost of a call, nothing else.
     """
     del log[:]
     getattr(pm.hook, point)(**call_kwargs(point))
     planned = list(log)
     del log[:]
+    getattr(pm.hook, point).fire(*call_kwargs(point).values())
+    fired = list(log)
+    del log[:]
     pm._hookexec(point, getattr(pm.hook, point).get_hookimpls(), call_kwargs(point), False)
-    assert planned == log
+    assert planned == fired == log
     return planned
 
 
