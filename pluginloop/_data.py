@@ -15,11 +15,19 @@ __all__ = ["MetricMeter", "forward", "to_device"]
 
 def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """``batch`` with every tensor (in tuples, lists and dicts, recursively) moved to ``device``."""
+    # Runs every iteration. The common batch, a tuple or list (inputs, targets) of two
+    # tensors, is checked first and moved with no further call (0.8 instead of 1.3 µs per
+    # batch on the CPU, the two .to() calls being 0.7 of it; benchmarks/hotpath.py); then a
+    # tensor; then other sequences, their tensors moved without a recursive call each; the
+    # slower isinstance against the Mapping ABC comes last.
+    kind = type(batch)
+    if (kind is tuple or kind is list) and len(batch) == 2:
+        first, second = batch
+        if type(first) is torch.Tensor and type(second) is torch.Tensor:
+            moved = first.to(device, non_blocking=non_blocking), second.to(device, non_blocking=non_blocking)
+            return kind(moved)
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
-    # Runs every iteration: the common (inputs, targets) batch is checked first, its tensors
-    # moved without a recursive call each, and the slower isinstance against the Mapping
-    # ABC comes last (a fifth less time per batch; benchmarks/hotpath.py).
     if isinstance(batch, (list, tuple)):
         moved = [
             v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor)
@@ -40,7 +48,8 @@ def forward(model: nn.Module, batch: Any, loss_fn: Callable[..., Any] | None) ->
     and the model returns a scalar tensor, a dict with ``'loss'`` or an object with ``.loss``.
     """
     if loss_fn is not None:
-        if not isinstance(batch, Sequence) or len(batch) != 2:
+        # type() first: isinstance against the Sequence ABC costs more, every iteration
+        if not (type(batch) in (tuple, list) or isinstance(batch, Sequence)) or len(batch) != 2:
             raise TypeError(
                 "with loss_fn, batches must be (inputs, targets) pairs; got "
                 f"{type(batch).__name__}. Give no loss_fn to let the model compute the loss."
