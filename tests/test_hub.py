@@ -184,3 +184,25 @@ def test_a_removed_source_is_no_longer_called() -> None:
     hub.remove_source(source.publish)  # not a source any more: nothing happens
     source.add(1.0)
     assert hub.means() == {} and source.calls == 0
+
+
+def test_sum_of_stacks_scalar_tensors_and_sums_them_where_they_are(device_scalars: Any) -> None:
+    from pluginloop.hub import sum_of
+
+    cpu = sum_of([torch.tensor(1.5, requires_grad=True) * 1.0, torch.tensor(2.0)])
+    assert isinstance(cpu, torch.Tensor) and cpu.item() == 3.5 and not cpu.requires_grad
+    low = sum_of([torch.tensor(v, dtype=torch.bfloat16) for v in (256.0, 1.0, 1.0)])
+    assert low.dtype == torch.float32 and low.item() == 258.0  # in bfloat16, 256 + 1 == 256
+    assert sum_of([torch.tensor(1.0, dtype=torch.float64)]).dtype == torch.float64
+    on_device = sum_of([device_scalars.of(1.0), device_scalars.of(2.5)])
+    assert device_scalars.reads() == 0, "a device value was copied to the host"
+    assert float(on_device) == 3.5
+
+
+def test_sum_of_adds_what_it_cannot_stack_one_by_one() -> None:
+    from pluginloop.hub import sum_of
+
+    assert sum_of([1.0, 2]) == 3.0
+    assert sum_of([torch.tensor([1.0]), torch.tensor(2.0), 0.5]) == 3.5  # shapes (1,) and (): not stackable
+    with pytest.raises(RuntimeError):  # a whole tensor is not one value: never summed silently
+        sum_of([torch.ones(2), torch.ones(2)])

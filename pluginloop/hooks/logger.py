@@ -18,7 +18,7 @@ import torch
 from pluginloop.errors import ConfigError
 from pluginloop.hooks.base import Hook
 from pluginloop.hooks.timer import loader_length
-from pluginloop.hub import running_sum
+from pluginloop.hub import running_sum, sum_of
 from pluginloop.priority import Priority
 from pluginloop.registry import HOOKS
 
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from pluginloop.runner import Runner
 
 __all__ = ["LoggerHook", "TextLoggerHook"]
+
+# Loss tensors held between reads, at most. They are this many iterations' outputs (after
+# backward their graphs hold no activations); 64 covers the usual intervals in one sum.
+_HELD = 64
 
 
 @HOOKS.register_module()
@@ -44,7 +48,8 @@ class LoggerHook(Hook):
             work dir.
 
     It publishes the training ``loss`` (kept on the device) to ``runner.message_hub``, as a
-    source: summed each iteration, handed over whenever the hub is read; each line publishes
+    source: each iteration's loss tensor is kept as it is, and summed in one operation on its
+    device (every 64 iterations at most, and) whenever the hub is read; each line publishes
     ``lr`` (of the first param group, read then) and shows lr, eta, then the window means of
     every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on CUDA, the peak
     memory in MB since the previous line. After a val or test loop one line lists its
@@ -70,7 +75,10 @@ class LoggerHook(Hook):
         self._writes = False  # rank 0
         self._logged_iter = 0  # runner.iter as of the last training line
         self._last_batch = -1
-        self._loss_sum: float | torch.Tensor = 0.0  # training losses the hub has not taken yet
+        # Training losses the hub has not taken yet: the tensors of the last iterations, as
+        # they are (at most _HELD of them), then their running sum and count.
+        self._held: list[Any] = []
+        self._loss_sum: float | torch.Tensor = 0.0
         self._losses = 0
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
         self._json: TextIO | None = None  # json_file, open during a run
@@ -115,17 +123,27 @@ class LoggerHook(Hook):
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        """Add the loss to the sum the hub will take; every ``interval`` iterations, write a line."""
+        """Keep the loss for the sum the hub will take; every ``interval`` iterations, write a line."""
         loss = outputs.get("loss") if outputs else None
         if loss is not None:
-            self._loss_sum = running_sum(self._loss_sum, loss, "loss")
-            self._losses += 1
+            held = self._held
+            held.append(loss)  # not read here: reading a value costs more than the rest of this hook
+            if len(held) == _HELD:
+                self._fold()
         self._last_batch = batch_idx
         if ((batch_idx if self.by_epoch else runner.iter) + 1) % self.interval == 0:
             self._log_train(runner, runner.iter + 1, batch_idx + 1, runner.epoch + 1)
 
+    def _fold(self) -> None:
+        """Add the held losses to the running sum, in one operation on their device (``sum_of``)."""
+        if self._held:
+            self._loss_sum = running_sum(self._loss_sum, sum_of(self._held, "loss"), "loss")
+            self._losses += len(self._held)
+            self._held.clear()
+
     def _publish(self, hub: MessageHub) -> None:
         """The hub's source: the mean loss of the iterations since it was last read."""
+        self._fold()
         if self._losses:
             hub.update("loss", self._loss_sum / self._losses, count=self._losses)
             self._loss_sum, self._losses = 0.0, 0
