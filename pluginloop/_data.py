@@ -24,8 +24,8 @@ def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> A
     if (kind is tuple or kind is list) and len(batch) == 2:
         first, second = batch
         if type(first) is torch.Tensor and type(second) is torch.Tensor:
-            moved = first.to(device, non_blocking=non_blocking), second.to(device, non_blocking=non_blocking)
-            return kind(moved)
+            pair = first.to(device, non_blocking=non_blocking), second.to(device, non_blocking=non_blocking)
+            return kind(pair)
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, (list, tuple)):
