@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LoggerHook", "TextLoggerHook"]
 
-# Loss tensors held between reads, at most. They are this many iterations' outputs (after
-# backward their graphs hold no activations); 64 covers the usual intervals in one sum.
+# Device losses held between reads, at most (detached: no graph is kept alive); 64 covers
+# the usual intervals in one sum.
 _HELD = 64
 
 
@@ -47,14 +47,14 @@ class LoggerHook(Hook):
             and ``<timestamp>/scalars.jsonl`` (one JSON object per line) go; default the
             work dir.
 
-    It publishes the training ``loss`` (kept on the device) to ``runner.message_hub``, as a
-    source: each iteration's loss tensor is kept as it is, and summed in one operation on its
-    device (every 64 iterations at most, and) whenever the hub is read; each line publishes
-    ``lr`` (of the first param group, read then) and shows lr, eta, then the window means of
-    every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on CUDA, the peak
-    memory in MB since the previous line. After a val or test loop one line lists its
-    metrics, also published to the hub as ``val/<name>`` / ``test/<name>``. Device values
-    are read only when a line is written. Only rank 0 writes.
+    It publishes the training ``loss`` to ``runner.message_hub``, as a source: summed each
+    iteration (a device loss is kept, detached, and summed on its device in one operation when
+    the hub is read or every 64 iterations) and handed over whenever the hub is read. Each
+    line publishes ``lr`` (of the first param group, read then) and shows lr, eta, then the
+    window means of every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on
+    CUDA, the peak memory in MB since the previous line. After a val or test loop one line
+    lists its metrics, also published to the hub as ``val/<name>`` / ``test/<name>``. Device
+    values are read only when a line is written. Only rank 0 writes.
     """
 
     priority = Priority.BELOW_NORMAL
@@ -75,9 +75,9 @@ class LoggerHook(Hook):
         self._writes = False  # rank 0
         self._logged_iter = 0  # runner.iter as of the last training line
         self._last_batch = -1
-        # Training losses the hub has not taken yet: the tensors of the last iterations, as
-        # they are (at most _HELD of them), then their running sum and count.
-        self._held: list[Any] = []
+        # Training losses the hub has not taken yet: device tensors of the last iterations
+        # (at most _HELD of them), then the running sum and count of the others.
+        self._held: list[torch.Tensor] = []
         self._loss_sum: float | torch.Tensor = 0.0
         self._losses = 0
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
@@ -123,19 +123,24 @@ class LoggerHook(Hook):
     def after_train_iter(
         self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None
     ) -> None:
-        """Keep the loss for the sum the hub will take; every ``interval`` iterations, write a line."""
+        """Add the loss to what the hub will take; every ``interval`` iterations, write a line."""
         loss = outputs.get("loss") if outputs else None
         if loss is not None:
-            held = self._held
-            held.append(loss)  # not read here: reading a value costs more than the rest of this hook
-            if len(held) == _HELD:
-                self._fold()
+            if isinstance(loss, torch.Tensor) and not loss.is_cpu:
+                # Not read (a sync) nor summed here (a kernel launch per iteration): kept, and
+                # summed in one operation on the device when the hub reads it.
+                self._held.append(loss.detach())
+                if len(self._held) == _HELD:
+                    self._fold()
+            else:  # host memory: reading it costs no sync, and less than keeping it
+                self._loss_sum = running_sum(self._loss_sum, loss, "loss")
+                self._losses += 1
         self._last_batch = batch_idx
         if ((batch_idx if self.by_epoch else runner.iter) + 1) % self.interval == 0:
             self._log_train(runner, runner.iter + 1, batch_idx + 1, runner.epoch + 1)
 
     def _fold(self) -> None:
-        """Add the held losses to the running sum, in one operation on their device (``sum_of``)."""
+        """Add the held device losses to the running sum, in one operation there (``sum_of``)."""
         if self._held:
             self._loss_sum = running_sum(self._loss_sum, sum_of(self._held, "loss"), "loss")
             self._losses += len(self._held)
