@@ -75,9 +75,9 @@ class LoggerHook(Hook):
         self._writes = False  # rank 0
         self._logged_iter = 0  # runner.iter as of the last training line
         self._last_batch = -1
-        # Training losses the hub has not taken yet: device tensors of the last iterations
-        # (at most _HELD of them), then the running sum and count of the others.
-        self._held: list[torch.Tensor] = []
+        # Training losses the hub has not taken yet: those of the last iterations that are
+        # not CPU tensors (at most _HELD), then the running sum and count of all the others.
+        self._held: list[Any] = []
         self._loss_sum: float | torch.Tensor = 0.0
         self._losses = 0
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
@@ -126,21 +126,21 @@ class LoggerHook(Hook):
         """Add the loss to what the hub will take; every ``interval`` iterations, write a line."""
         loss = outputs.get("loss") if outputs else None
         if loss is not None:
-            if isinstance(loss, torch.Tensor) and not loss.is_cpu:
-                # Not read (a sync) nor summed here (a kernel launch per iteration): kept, and
-                # summed in one operation on the device when the hub reads it.
-                self._held.append(loss.detach())
+            if type(loss) is torch.Tensor and loss.is_cpu:  # host memory: reading costs no sync
+                self._loss_sum += loss.item()
+                self._losses += 1
+            else:
+                # A device loss is not read (a sync) nor added (a kernel launch) here: kept,
+                # and summed in one operation on the device when the hub reads it.
+                self._held.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
                 if len(self._held) == _HELD:
                     self._fold()
-            else:  # host memory: reading it costs no sync, and less than keeping it
-                self._loss_sum = running_sum(self._loss_sum, loss, "loss")
-                self._losses += 1
         self._last_batch = batch_idx
         if ((batch_idx if self.by_epoch else runner.iter) + 1) % self.interval == 0:
             self._log_train(runner, runner.iter + 1, batch_idx + 1, runner.epoch + 1)
 
     def _fold(self) -> None:
-        """Add the held device losses to the running sum, in one operation there (``sum_of``)."""
+        """Add the held losses to the running sum, in one operation on their device (``sum_of``)."""
         if self._held:
             self._loss_sum = running_sum(self._loss_sum, sum_of(self._held, "loss"), "loss")
             self._losses += len(self._held)
