@@ -142,7 +142,8 @@ def components(runner: Any, number: int, rounds: int) -> list[list[str]]:
             total_impls += us
             add(f"{point}: {impl.plugin_name}", us, "its own work")
         if not any(i.plugin_name.startswith("OptimizerHook") for i in impls):
-            whole = _best_us(functools.partial(caller, *kwargs.values()), number, rounds)  # as the loop calls
+            # as the loop calls it: fired
+            whole = _best_us(functools.partial(caller.fire, *kwargs.values()), number, rounds)
             add(f"{point}: dispatch", whole - total_impls, f"the planned caller around {len(impls)} impl(s)")
         else:
             add(
@@ -177,8 +178,8 @@ def _log_line(runner: Any, batch: Any, number: int, rounds: int) -> float:
     try:
 
         def iteration(batch_idx: int) -> None:
-            hook.before_train_iter(runner, batch_idx, batch)
-            hook.after_train_iter(runner, batch_idx, batch, {"loss": loss})
+            hook.before_train_iter.fire(runner, batch_idx, batch)
+            hook.after_train_iter.fire(runner, batch_idx, batch, {"loss": loss})
 
         quiet = _best_us(lambda: iteration(LOG_INTERVAL - 2), number, rounds)
         loud = _best_us(lambda: iteration(LOG_INTERVAL - 1), number, rounds)
@@ -255,7 +256,7 @@ def _dispatch_estimate(n_impls: int, number: int, rounds: int) -> float:
     for i, hook in enumerate(hooks):
         pm.register(hook, f"noop{i}")
     kwargs: dict[str, Any] = dict(runner=None, batch_idx=0, data_batch=None, outputs=None)
-    whole = _best_us(functools.partial(pm.hook.after_train_iter, *kwargs.values()), number, rounds)
+    whole = _best_us(functools.partial(pm.hook.after_train_iter.fire, *kwargs.values()), number, rounds)
 
     def plain_calls() -> None:
         for hook in hooks:
