@@ -12,7 +12,7 @@ every hook has its state, then times (thread CPU time), best of several rounds:
 
 then prints cProfile's view of a short run, restricted to pluginloop's and pluggy's code.
 
-    python benchmarks/hotpath.py            # about 20 s
+    python benchmarks/hotpath.py            # about 2.5 minutes
     python benchmarks/hotpath.py --quick    # a smoke test
 """
 
@@ -269,8 +269,10 @@ def _dispatch_estimate(n_impls: int, number: int, rounds: int) -> float:
 def ablation(work_dir: str, samples: int, rounds: int) -> list[list[str]]:
     """CPU µs per iteration of one epoch in a real run: the default hooks, each left out in turn.
 
-    One process, a fresh Runner per run, variants interleaved, median of ``rounds`` paired
-    differences with the hand-written loop (same model and data). Python that costs well
+    One process, a fresh Runner per run, variants interleaved, median (and interquartile
+    range) of ``rounds`` paired differences with the hand-written loop (same model and data):
+    one round's difference strays by several µs, so it takes tens of rounds to see a 1 µs
+    change. Python that costs well
     under a microsecond in a tight loop costs several here, between torch's work: this is
     the figure that adds up to what the overhead benchmark measures.
     """
@@ -314,10 +316,14 @@ def ablation(work_dir: str, samples: int, rounds: int) -> list[list[str]]:
             runner.train()
             times[name].append((time.thread_time() - start) / runner.iter * 1e6)
     hand = times["hand-written"]
-    rows = [["hand-written", fmt(statistics.median(hand), 1), "-"]]
+    rows = [["hand-written", fmt(statistics.median(hand), 1), "-", "-"]]
     for name in variants:
         paired = [t - h for t, h in zip(times[name], hand)]
-        rows.append([name, fmt(statistics.median(times[name]), 1), fmt(statistics.median(paired), 1)])
+        spread = "-"
+        if len(paired) > 1:  # how far one round's difference strays: the noise a median averages out
+            low, _, high = statistics.quantiles(paired, n=4)
+            spread = f"{low:.1f} .. {high:.1f}"
+        rows.append([name, fmt(statistics.median(times[name]), 1), fmt(statistics.median(paired), 1), spread])
     return rows
 
 
@@ -386,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     number, rounds = (50, 2) if args.quick else (5000, 5)
     (ROOT / "work_dirs").mkdir(exist_ok=True)
     samples = 32 * (64 if args.quick else 2048)
+    ablation_iters, ablation_rounds = (64, 1) if args.quick else (1024, 40)
     # pluginloop's console log lines go to the current sys.stdout: away while measuring (they
     # then cost a little less than on a terminal), so that this prints only tables.
     with (
@@ -397,16 +404,17 @@ def main(argv: list[str] | None = None) -> int:
         runner.max_iters = 20
         runner.train()  # every hook initialised (before_run, the first epoch)
         rows = components(runner, number, rounds)
-        ablated = ablation(work_dir, samples, 1 if args.quick else 7)
+        ablated = ablation(work_dir, 32 * ablation_iters, ablation_rounds)
         aftermath = line_aftermath(work_dir, samples if args.quick else 32 * 8192)
         profiled = _runner(work_dir, samples, epochs=1)
         profiled_text = profile(profiled, args.top)
     print("## hot path: CPU µs per training iteration, each piece alone (tiny MLP, default hooks)\n")
     print(table(["piece", "µs", "note"], rows))
     print(
-        f"\n## in a real run: CPU µs per iteration, {samples // 32} iterations, each default hook left out\n"
+        f"\n## in a real run: CPU µs per iteration, {ablation_iters} iterations, each default hook left out, "
+        f"{ablation_rounds} round(s)\n"
     )
-    print(table(["variant", "µs/iter", "over hand-written"], ablated))
+    print(table(["variant", "µs/iter", "over hand-written", "middle half of the rounds"], ablated))
     print("\n## what a log line costs: CPU µs of a training iteration by its distance from the last line\n")
     print(table(["iteration", "median µs", "over quiet ones"], aftermath))
     print(
