@@ -169,11 +169,11 @@ def running_sum(total: float | torch.Tensor, value: Scalar, name: str = "value")
 def sum_of(values: Sequence[Scalar], name: str = "value") -> float | torch.Tensor:
     """The sum of ``values`` as ``running_sum`` would add them one by one, in one operation.
 
-    For a hook that keeps the tensors of a window and sums them only when the hub reads it:
-    no value is read per iteration (on the CPU a read costs a few µs in a running loop), and
-    on a GPU one stack-and-sum runs instead of a kernel per value. Scalar tensors (shape
-    ``()``) of one device are stacked and summed there, in float32 at least (float64 stays);
-    numbers, one-element tensors of another shape or mixed devices are added one by one.
+    For a hook that keeps the device values of a window and sums them only when the hub
+    reads it: no value is read (a sync) per iteration, and one stack-and-sum runs instead of
+    a kernel launch per value (the logger's loss). Scalar tensors (shape ``()``) of one
+    device are stacked and summed there, in float32 at least (float64 stays); numbers,
+    one-element tensors of another shape or mixed devices are added one by one.
     """
     try:
         with torch.no_grad():
