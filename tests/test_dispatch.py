@@ -45,6 +45,18 @@ class OnlyBatchIdx:
         return "subset"
 
 
+class WrapsBatchIdx:
+    """A new-style wrapper of after_train_iter that records ("wrap", batch_idx) on entry."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+
+    @hookimpl(wrapper=True)
+    def after_train_iter(self, runner: Any, batch_idx: int) -> Any:
+        self.log.append(("wrap", batch_idx))
+        return (yield)
+
+
 def test_arguments_and_non_none_results_as_pluggy_gives_them() -> None:
     log: list[Any] = []
     pm = PluginManager()
@@ -187,15 +199,9 @@ def test_positional_arguments_in_the_spec_order_are_the_same_call() -> None:
 def test_positional_calls_go_through_pluggy_when_the_plan_cannot_run_them() -> None:
     log: list[Any] = []
 
-    class Wraps:
-        @hookimpl(wrapper=True)
-        def after_train_iter(self, runner: Any, batch_idx: int) -> Any:
-            log.append(("wrap", batch_idx))
-            return (yield)
-
     pm = PluginManager()
     pm.register(Recorder("a", log), "a")
-    pm.register(Wraps(), "wraps")
+    pm.register(WrapsBatchIdx(log), "wraps")
     pm.hook.after_train_iter(None, 5, "batch", "out")
     assert log == [("wrap", 5), ("a", 5, "batch", "out")]
 
@@ -262,16 +268,10 @@ def test_fire_goes_through_pluggy_for_wrappers_and_monitoring() -> None:
     log: list[Any] = []
     seen: list[str] = []
 
-    class Wraps:
-        @hookimpl(wrapper=True)
-        def after_train_iter(self, runner: Any, batch_idx: int) -> Any:
-            log.append(("wrap", batch_idx))
-            return (yield)
-
     pm = PluginManager()
     pm.register(Recorder("a", log), "a")
     fire = pm.hook.after_train_iter.fire
-    pm.register(Wraps(), "wraps")
+    pm.register(WrapsBatchIdx(log), "wraps")
     fire(None, 5, "batch", "out")
     assert log == [("wrap", 5), ("a", 5, "batch", "out")]
     pm.unregister(name="wraps")

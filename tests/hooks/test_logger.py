@@ -35,6 +35,13 @@ def make_runner(runner_kwargs: dict[str, Any], logger: LoggerHook, **kwargs: Any
     return Runner(**{**runner_kwargs, "default_hooks": hooks, **kwargs})
 
 
+def train_with_optimizer(runner_kwargs: dict[str, Any], logger: LoggerHook, **kwargs: Any) -> None:
+    """Run with only ``logger`` and the optimizer hook (the loss changes as it trains)."""
+    hooks: dict[str, Any] = {k: None for k in DEFAULT_HOOKS}
+    hooks.update(optimizer=dict(type="OptimizerHook"), logger=logger)
+    Runner(**{**runner_kwargs, "val_dataloader": None, "default_hooks": hooks, **kwargs}).run()
+
+
 def messages(hook: LoggerHook) -> list[str]:
     """The logger's lines in its text log, without the time stamp and level."""
     assert hook.log_file is not None
@@ -113,17 +120,7 @@ def test_a_stopped_run_logs_its_last_iterations(runner_kwargs: dict[str, Any], m
 
 def test_each_line_shows_the_mean_over_its_window(runner_kwargs: dict[str, Any], make_loader: Any) -> None:
     hook, seen = LoggerHook(interval=3), LossRecorder()
-    hooks = {k: None for k in DEFAULT_HOOKS}
-    hooks.update(optimizer=dict(type="OptimizerHook"), logger=hook)  # the loss changes as it trains
-    Runner(
-        **{
-            **runner_kwargs,
-            "train_dataloader": make_loader(7),
-            "val_dataloader": None,
-            "default_hooks": hooks,
-            "custom_hooks": [seen],
-        }
-    ).run()
+    train_with_optimizer(runner_kwargs, hook, train_dataloader=make_loader(7), custom_hooks=[seen])
     losses = seen.losses
     windows = [losses[0:3], losses[3:6], losses[6:7], losses[7:10], losses[10:13], losses[13:14]]
     assert [r["loss"] for r in records(hook)] == pytest.approx([sum(w) / len(w) for w in windows])
@@ -270,19 +267,10 @@ def test_device_losses_are_summed_every_64_iterations_and_the_mean_stays_exact(
             held.append(len(hook._held))
             assert not any(t.requires_grad for t in hook._held), "a held loss keeps its graph alive"
 
-    hooks = {k: None for k in DEFAULT_HOOKS}
-    hooks.update(optimizer=dict(type="OptimizerHook"), logger=hook)  # the loss changes as it trains
-    Runner(
-        **{
-            **runner_kwargs,
-            "train_dataloader": make_loader(150),
-            "val_dataloader": None,
-            "loss_fn": device_loss,
-            "max_epochs": 1,
-            "default_hooks": hooks,
-            "custom_hooks": [seen, Held()],
-        }
-    ).run()
+    train_with_optimizer(
+        runner_kwargs, hook, train_dataloader=make_loader(150), loss_fn=device_loss, max_epochs=1,
+        custom_hooks=[seen, Held()],
+    )
     assert max(held) == 63 and held[63] == 0 and held[127] == 0  # bounded: no growth without lines
     assert [r["loss"] for r in records(hook)] == pytest.approx([sum(seen.losses) / 150])
 
