@@ -8,7 +8,9 @@ which must fall back to pluggy's path, and ``fire``, the loop's call.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
@@ -18,6 +20,12 @@ from pluginloop import Hook, Priority, hookimpl
 from pluginloop._manager import PluginManager
 
 ITER_ARGS = dict(runner=None, batch_idx=3, data_batch=("x", "y"), outputs={"loss": 1.0})
+# after_train_iter with ITER_ARGS, as a plugin calls it (by keyword) and as the loop does
+# (fire, taken once per epoch): both must behave alike.
+CALL_STYLES: dict[str, Callable[[PluginManager], Callable[[], Any]]] = {
+    "by keyword": lambda pm: functools.partial(pm.hook.after_train_iter, **ITER_ARGS),
+    "fired": lambda pm: functools.partial(pm.hook.after_train_iter.fire, *ITER_ARGS.values()),
+}
 
 
 class Recorder(Hook):
@@ -75,7 +83,8 @@ def test_arguments_and_non_none_results_as_pluggy_gives_them() -> None:
     ]
 
 
-def test_an_exception_stops_the_call_and_propagates_unchanged() -> None:
+@pytest.mark.parametrize("style", CALL_STYLES)
+def test_an_exception_stops_the_call_and_propagates_unchanged(style: str) -> None:
     log: list[Any] = []
     error = ValueError("boom")
 
@@ -90,12 +99,13 @@ def test_an_exception_stops_the_call_and_propagates_unchanged() -> None:
     pm.register(Fails(), "fails")
     pm.register(Recorder("never", log), "never", priority=Priority.LOW)
     with pytest.raises(ValueError) as info:
-        pm.hook.after_train_iter(**ITER_ARGS)
+        CALL_STYLES[style](pm)()
     assert info.value is error
     assert [entry[0] for entry in log] == ["first"]
 
 
-def test_a_plugin_registered_during_a_call_runs_from_the_next_call() -> None:
+@pytest.mark.parametrize("style", CALL_STYLES)
+def test_a_plugin_registered_during_a_call_runs_from_the_next_call(style: str) -> None:
     log: list[Any] = []
     pm = PluginManager()
     late = Recorder("late", log)
@@ -109,14 +119,15 @@ def test_a_plugin_registered_during_a_call_runs_from_the_next_call() -> None:
                 pm.register(late, "late", priority=Priority.LOWEST)
 
     pm.register(Registers(), "registers")
-    pm.hook.after_train_iter(**ITER_ARGS)
+    call = CALL_STYLES[style](pm)
+    call()
     assert [entry[0] for entry in log] == ["registers"]
     log.clear()
-    pm.hook.after_train_iter(**ITER_ARGS)
+    call()
     assert [entry[0] for entry in log] == ["registers", "late"]
     pm.unregister(late)
     log.clear()
-    pm.hook.after_train_iter(**ITER_ARGS)
+    call()
     assert [entry[0] for entry in log] == ["registers"]
 
 
@@ -237,31 +248,6 @@ def test_fire_runs_the_plan_positionally_and_drops_the_results() -> None:
     assert log == [("before", 4, "batch")]
     with pytest.raises(TypeError):
         pm.hook.after_train_iter.fire(None, 3, "batch")  # every argument, always
-
-
-def test_fire_sees_registrations_from_the_next_call_and_exceptions_unchanged() -> None:
-    log: list[Any] = []
-    pm = PluginManager()
-    late, error = Recorder("late", log), ValueError("boom")
-
-    class Registers(Hook):
-        def after_train_iter(
-            self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
-        ) -> None:
-            log.append(("registers", batch_idx))
-            if not pm.is_registered(late):
-                pm.register(late, "late", priority=Priority.LOWEST)
-            elif batch_idx == 2:
-                raise error
-
-    pm.register(Registers(), "registers")
-    fire = pm.hook.after_train_iter.fire  # taken once, as the loop takes it once per epoch
-    fire(None, 0, None, None)
-    fire(None, 1, None, None)
-    with pytest.raises(ValueError) as info:
-        fire(None, 2, None, None)
-    assert info.value is error
-    assert log == [("registers", 0), ("registers", 1), ("late", 1, None, None), ("registers", 2)]
 
 
 def test_fire_goes_through_pluggy_for_wrappers_and_monitoring() -> None:
