@@ -217,6 +217,16 @@ def test_to_device_moves_every_tensor_of_nested_batches() -> None:
     assert moved["s"] == "text"
 
 
+@pytest.mark.parametrize("kind", [tuple, list])
+def test_to_device_moves_a_pair_only_when_it_is_elsewhere(kind: type) -> None:
+    pair = kind([torch.ones(2), torch.zeros(2, dtype=torch.long)])
+    assert to_device(pair, torch.device("cpu")) is pair  # already there: nothing to move
+    moved = to_device(pair, torch.device("meta"))
+    assert type(moved) is kind and [t.device.type for t in moved] == ["meta", "meta"]
+    back = to_device(kind([torch.ones(1), torch.empty(1, device="meta")]), torch.device("meta"))
+    assert [t.device.type for t in back] == ["meta", "meta"]  # one tensor elsewhere: both go
+
+
 def test_batches_and_outputs_are_on_the_runner_device(runner_kwargs: dict[str, Any]) -> None:
     devices: set[torch.device] = set()
 

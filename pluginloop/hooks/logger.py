@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
@@ -233,8 +232,9 @@ def _pop(values: dict[str, float], *names: str) -> list[tuple[str, float]]:
 
 
 def _format(name: str, value: float) -> str:
-    if name == "eta":
-        return str(datetime.timedelta(seconds=int(value)))
+    if name == "eta":  # h:mm:ss, hours unbounded (str(timedelta) costs a cold ~20 µs per line)
+        minutes, seconds = divmod(int(value), 60)
+        return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
     if name == "memory":
         return str(int(value))
     if name == "lr" or (0 < abs(value) < 1e-3 and not name.endswith("time")):
