@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import resource
@@ -108,6 +109,24 @@ def run_worker(script: Path, config: dict[str, Any], timeout: float = 600) -> di
 def summary(values: Sequence[float]) -> tuple[float, float, float]:
     """(median, min, max) of ``values``."""
     return statistics.median(values), min(values), max(values)
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median of ``values``: two order statistics.
+
+    The k-th smallest and k-th largest value, with the largest k for which the median lies
+    outside with probability at most ``1 - confidence`` (each side at most half of it, by the
+    binomial distribution of how many values fall below the median); None when there are too
+    few values for any such k (fewer than 6 at 95%).
+    """
+    ordered, n = sorted(values), len(values)
+    tail, k = 0.0, 0
+    while k < n // 2:
+        tail += math.comb(n, k) / 2**n  # P(at most k values below the median)
+        if tail > (1 - confidence) / 2:
+            break
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k else None
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

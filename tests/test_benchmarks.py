@@ -71,6 +71,8 @@ def test_overhead_quick_table_and_raw_results(tmp_path: Path) -> None:
     for row in rows[1:]:
         numbers(row, "import s", "construct ms")
     assert "target overhead with default hooks" in out and "target Runner(...) construction" in out
+    # --quick runs once per variant: too few runs for an interval of the median
+    assert "95% interval of the median from 1 paired runs: too few runs (6 needed)" in out
     results = json.loads(raw.read_text())
     # --quick: 16 batches per epoch, 2 epochs, every variant the same number of iterations
     assert {v: [r["iters"] for r in runs] for v, runs in results.items()} == {
@@ -80,6 +82,20 @@ def test_overhead_quick_table_and_raw_results(tmp_path: Path) -> None:
     }
     assert "OptimizerHook" in results["default"][0]["hooks"]
     assert results["optimizer"][0]["hooks"] == ["OptimizerHook"]
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(5, None), (6, (1, 6)), (9, (2, 8)), (20, (6, 15))],  # textbook order statistics for 95%
+)
+def test_the_median_interval_is_the_binomial_order_statistics(
+    n: int, expected: tuple[int, int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    common: Any = importlib.import_module("_common")
+    values = [float(v) for v in range(n, 0, -1)]  # unsorted on purpose: values 1..n
+    assert common.median_interval(values) == expected
+    assert common.median_interval(values, confidence=0.5)[0] > (expected or (1, n))[0]  # narrower
 
 
 @pytest.mark.slow
