@@ -662,8 +662,8 @@ def report(results: dict[str, list[dict[str, Any]]], model: str) -> tuple[str, l
                 ),
                 _target(f"peak RSS within {TARGET_RSS_MB:g} MB of hand-written", rss, TARGET_RSS_MB, "MB"),
             ]
-            # How far the median itself may be from the machine's true figure: in one day
-            # of runs on this code the default-hooks median read 12.5 to 19.7 µs.
+            # How far the median itself may be from the machine's true figure: the median of
+            # nine runs of the same code moves by several µs between runs (docs/performance.md).
             diffs = _overheads(results, "default")
             interval = median_interval(diffs)
             shown = f"{interval[0]:.1f} .. {interval[1]:.1f}" if interval else "too few runs (6 needed)"

@@ -25,7 +25,7 @@ def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> A
     if (kind is tuple or kind is list) and len(batch) == 2:
         first, second = batch
         if type(first) is torch.Tensor and type(second) is torch.Tensor:
-            if first.is_cpu and second.is_cpu and device.type == "cpu":
+            if device.type == "cpu" and first.is_cpu and second.is_cpu:  # a GPU run stops at the first test
                 return batch
             pair = first.to(device, non_blocking=non_blocking), second.to(device, non_blocking=non_blocking)
             return kind(pair)

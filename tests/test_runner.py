@@ -223,8 +223,11 @@ def test_to_device_moves_a_pair_only_when_it_is_elsewhere(kind: type) -> None:
     assert to_device(pair, torch.device("cpu")) is pair  # already there: nothing to move
     moved = to_device(pair, torch.device("meta"))
     assert type(moved) is kind and [t.device.type for t in moved] == ["meta", "meta"]
-    back = to_device(kind([torch.ones(1), torch.empty(1, device="meta")]), torch.device("meta"))
-    assert [t.device.type for t in back] == ["meta", "meta"]  # one tensor elsewhere: both go
+    meta = torch.empty(1, device="meta")
+    for elsewhere in ([torch.ones(1), meta], [meta, torch.ones(1)]):
+        # either tensor not in host memory: the pair is moved (meta cannot be, so it raises)
+        with pytest.raises(NotImplementedError, match="meta tensor"):
+            to_device(kind(elsewhere), torch.device("cpu"))
 
 
 def test_batches_and_outputs_are_on_the_runner_device(runner_kwargs: dict[str, Any]) -> None:
