@@ -22,6 +22,7 @@ import difflib
 import inspect
 import itertools
 import operator
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar, cast, overload
 
@@ -236,6 +237,24 @@ def _did_you_mean(name: str, choices: Any) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _plain_attribute_dict(plugin: Any) -> None:
+    """Give a registered plugin instance an ordinary attribute dict, so that ``self.x`` stays fast.
+
+    Registering reads the instance's ``__dict__`` (``dir()`` and pluggy's static attribute
+    lookup). On CPython 3.11 to 3.13 that turns the attributes an instance keeps inline into
+    a dict that shares its keys with the class, and the interpreter's specialized attribute
+    reads and writes then miss on every use: a hook method touching ``self`` every iteration
+    runs about twice as slowly (docs/performance.md). A copy of that dict is an ordinary one,
+    on which they work again; the attributes themselves are unchanged. Modules, classes and
+    objects without a ``__dict__`` are left alone.
+    """
+    if isinstance(plugin, (type, types.ModuleType)):
+        return
+    attrs = getattr(plugin, "__dict__", None)
+    if type(attrs) is dict:
+        object.__setattr__(plugin, "__dict__", dict(attrs))  # past any __setattr__ (frozen dataclasses)
+
+
 class PluginManager(pluggy.PluginManager):
     """The registry and event bus of one Runner; see the module docstring for ordering."""
 
@@ -311,6 +330,7 @@ class PluginManager(pluggy.PluginManager):
             registered = super().register(plugin, label)
         finally:
             self._points = None
+        _plain_attribute_dict(plugin)
         for caller in self.get_hookcallers(plugin) or ():
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin and impl.kwargnames:

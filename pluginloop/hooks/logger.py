@@ -45,6 +45,11 @@ class LoggerHook(Hook):
         log_dir: where ``<timestamp>/<timestamp>.log`` (everything ``runner.logger`` says)
             and ``<timestamp>/scalars.jsonl`` (one JSON object per line) go; default the
             work dir.
+        json_flush_secs: how long a training line may wait in ``scalars.jsonl``'s buffer
+            (default 10 s; 0: written at once). The console and the text log get every line
+            at once. Val/test lines, each epoch's end, every checkpoint save and the run's end
+            flush the JSON lines too (after a failed run, the process's exit does), so only a
+            killed process (SIGKILL, out of memory) can lose some: at most this many seconds'.
 
     It publishes the training ``loss`` to ``runner.message_hub``, as a source: summed each
     iteration (a device loss is kept, detached, and summed on its device in one operation when
@@ -59,15 +64,27 @@ class LoggerHook(Hook):
     priority = Priority.BELOW_NORMAL
 
     def __init__(
-        self, interval: int = 10, by_epoch: bool = True, log_dir: str | os.PathLike[str] | None = None
+        self,
+        interval: int = 10,
+        by_epoch: bool = True,
+        log_dir: str | os.PathLike[str] | None = None,
+        json_flush_secs: float = 10.0,
     ) -> None:
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise ConfigError(
                 f"must be a positive int (iterations between lines), got {interval!r}", "interval"
             )
+        if isinstance(json_flush_secs, bool) or not isinstance(json_flush_secs, (int, float)) or not (
+            0 <= json_flush_secs < math.inf
+        ):
+            raise ConfigError(
+                f"must be a number of seconds >= 0 (0: every line at once), got {json_flush_secs!r}",
+                "json_flush_secs",
+            )
         self.interval = interval
         self.by_epoch = by_epoch
         self.log_dir = log_dir
+        self.json_flush_secs = float(json_flush_secs)
         #: The text log and the JSON-lines file, set by the first run on rank 0.
         self.log_file: Path | None = None
         self.json_file: Path | None = None
@@ -81,6 +98,7 @@ class LoggerHook(Hook):
         self._losses = 0
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
         self._json: TextIO | None = None  # json_file, open during a run
+        self._json_flushed = 0.0  # time.monotonic() when it was last flushed
         self._close_log: Callable[[], object] = lambda: None  # detaches the text log, once
 
     def before_run(self, runner: Runner) -> None:
@@ -99,8 +117,10 @@ class LoggerHook(Hook):
         handler = logging.FileHandler(self.log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         runner.logger.addHandler(handler)
-        # Open for the run, line-buffered: each record reaches the file when it is written.
-        self._json = self.json_file.open("a", encoding="utf-8", buffering=1)  # type: ignore[union-attr]
+        # Open for the run, buffered: a write system call per line costs more than the rest of
+        # the JSON line (docs/performance.md), so training lines are flushed json_flush_secs apart.
+        self._json = self.json_file.open("a", encoding="utf-8")  # type: ignore[union-attr]
+        self._json_flushed = time.monotonic()
         # after_run does not fire when the run raises: the files then close with this hook,
         # instead of copying every later run of the process into the text log.
         self._close_log = weakref.finalize(self, _close, runner.logger, handler, self._json)
@@ -157,6 +177,11 @@ class LoggerHook(Hook):
         last = runner.epoch + 1 >= runner.max_epochs or runner.iter >= runner.max_iters
         if runner.iter > self._logged_iter and (self.by_epoch or last):
             self._log_train(runner, runner.iter, self._last_batch + 1, runner.epoch + 1)
+        self._flush_json()
+
+    def before_save_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
+        """Flush the JSON lines: a run resumed from this checkpoint finds every line up to it."""
+        self._flush_json()
 
     def _log_train(self, runner: Runner, done: int, inner: int, epoch: int) -> None:
         self._logged_iter = done
@@ -212,6 +237,13 @@ class LoggerHook(Hook):
         runner.logger.info("%s  %s", header, "  ".join(f"{k}: {_format(k, v)}" for k, v in scalars.items()))
         if self._json is not None:
             self._json.write(json.dumps({**record, **scalars}) + "\n")
+            if record["mode"] != "train" or time.monotonic() - self._json_flushed >= self.json_flush_secs:
+                self._flush_json()
+
+    def _flush_json(self) -> None:
+        if self._json is not None:
+            self._json.flush()
+            self._json_flushed = time.monotonic()
 
 
 #: The design document's name for the same hook.

@@ -6,6 +6,9 @@ import gc
 import json
 import logging
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from torch import nn
 from pluginloop import HOOKS, Hook, Runner
 from pluginloop.errors import ConfigError, HookCallError
 from pluginloop.hooks import DEFAULT_HOOKS, LoggerHook, TextLoggerHook
+from pluginloop.hooks import logger as logger_module
 from pluginloop.hooks.logger import _format
 
 NUMBER = r"-?\d+\.\d{4}"
@@ -289,6 +293,113 @@ def test_a_bad_interval_fails_at_construction_naming_it(runner_kwargs: dict[str,
         LoggerHook(interval=0)
     with pytest.raises(ConfigError, match=r"default_hooks\.logger.*interval"):
         Runner(**{**runner_kwargs, "default_hooks": dict(logger=dict(type="LoggerHook", interval=-1))})
+
+
+@pytest.mark.parametrize("secs", [-1, float("inf"), float("nan"), "10", True, None])
+def test_a_bad_json_flush_secs_fails_at_construction_naming_it(secs: Any) -> None:
+    with pytest.raises(ConfigError, match=r"json_flush_secs.*seconds >= 0"):
+        LoggerHook(json_flush_secs=secs)
+
+
+class JsonLinesSeen(Hook):
+    """After each training iteration: how many lines scalars.jsonl holds; then the clock moves 4 s."""
+
+    priority = "LOWEST"
+
+    def __init__(self, logger: LoggerHook, clock: list[float]) -> None:
+        self.logger, self.clock, self.seen = logger, clock, []
+
+    def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+        assert self.logger.json_file is not None
+        self.seen.append(len(self.logger.json_file.read_text(encoding="utf-8").splitlines()))
+        self.clock[0] += 4.0
+
+
+@pytest.mark.parametrize(
+    ("secs", "seen"), [(10, [0, 0, 0, 4, 4, 4, 7, 7, 7, 10]), (0, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])]
+)
+def test_json_lines_wait_in_the_buffer_at_most_json_flush_secs(
+    runner_kwargs: dict[str, Any], make_loader: Any, monkeypatch: pytest.MonkeyPatch, secs: float,
+    seen: list[int],
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(logger_module.time, "monotonic", lambda: clock[0])
+    hook = LoggerHook(interval=1, json_flush_secs=secs)
+    probe = JsonLinesSeen(hook, clock)
+    make_runner(
+        runner_kwargs, hook, train_dataloader=make_loader(10), val_dataloader=None, max_epochs=1,
+        custom_hooks=[probe],
+    ).run()
+    # A line every iteration, one every 4 s: with 10 s, flushed at 12, 24 and 36 s (4th, 7th, 10th).
+    assert probe.seen == seen
+    assert [r["iter"] for r in records(hook)] == list(range(1, 11))
+
+
+def test_val_lines_and_epoch_ends_flush_the_json_lines(
+    runner_kwargs: dict[str, Any], make_loader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logger_module.time, "monotonic", lambda: 0.0)  # the clock alone never flushes
+
+    class SeenAtEpochStart(Hook):
+        def __init__(self) -> None:
+            self.seen: list[list[str]] = []
+
+        def before_train_epoch(self, runner: Any) -> None:
+            assert hook.json_file is not None
+            lines = hook.json_file.read_text(encoding="utf-8").splitlines()
+            self.seen.append([json.loads(line)["mode"] for line in lines])
+
+    hook, probe = LoggerHook(interval=2), SeenAtEpochStart()
+    make_runner(runner_kwargs, hook, train_dataloader=make_loader(3), custom_hooks=[probe]).run()
+    assert probe.seen == [[], ["train", "train", "val"]]  # epoch 1's lines and its val line, all there
+
+
+# A child run of 8 iterations, a line each, a checkpoint every 3 and JSON lines flushed only on
+# events: at the 7th it dies as argv[2] says, without after_run.
+_DYING_RUN = """
+import os, signal, sys, torch
+from torch import nn
+from pluginloop import Hook, Runner
+from pluginloop.hooks import DEFAULT_HOOKS
+
+class Die(Hook):
+    priority = "LOWEST"
+    def after_train_iter(self, runner, batch_idx):
+        if runner.iter + 1 == 7 and sys.argv[2] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if runner.iter + 1 == 7:
+            raise RuntimeError("boom")
+
+torch.manual_seed(0)
+batches = [(torch.randn(2, 4), torch.randn(2, 1)) for _ in range(8)]
+hooks = {k: None for k in DEFAULT_HOOKS}
+hooks.update(optimizer=DEFAULT_HOOKS["optimizer"], checkpoint=dict(type="CheckpointHook", interval=3, by_epoch=False),
+             logger=dict(type="LoggerHook", interval=1, json_flush_secs=1e9))
+Runner(nn.Linear(4, 1), work_dir=sys.argv[1], train_dataloader=batches, loss_fn=nn.functional.mse_loss,
+       optimizer=dict(type="SGD", lr=0.01), max_epochs=1, default_hooks=hooks, custom_hooks=[Die()],
+       autoload_plugins=False).run()
+"""
+
+
+@pytest.mark.parametrize("death", ["kill", "raise"])
+def test_a_dead_run_keeps_its_json_lines_up_to_its_checkpoint_or_all_of_them(tmp_path: Path, death: str) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(_DYING_RUN, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "work"), death], capture_output=True, text=True, timeout=120
+    )
+    if death == "kill":
+        assert result.returncode == -signal.SIGKILL, result.stderr
+    else:
+        assert result.returncode == 1 and "boom" in result.stderr, result.stderr
+    assert (tmp_path / "work" / "iter_6.pth").exists()
+    (json_file,) = (tmp_path / "work").glob("*/scalars.jsonl")
+    iters = [json.loads(line)["iter"] for line in json_file.read_text(encoding="utf-8").splitlines()]
+    # Killed: the lines up to the last checkpoint (flushed before it was written); the 7th only
+    # the text log has. Raised: the exit flushes every line.
+    assert iters == (list(range(1, 7)) if death == "kill" else list(range(1, 8)))
+    (text_log,) = (tmp_path / "work").glob("*/*.log")
+    assert "Epoch(train) [1/1][7/8]" in text_log.read_text(encoding="utf-8")
 
 
 def test_text_logger_hook_is_an_alias() -> None:
