@@ -631,3 +631,72 @@ def test_a_hook_instance_with_no_points_is_accepted() -> None:
     pm = PluginManager()
     pm.register(Idle(), "idle")
     assert pm.has_plugin("idle") and not any(pm.hooks_info().values())
+
+
+# -- registered instances keep ordinary attribute dicts ----------------------------------
+
+
+class Counting(Hook):
+    def __init__(self) -> None:
+        self.calls, self.last = 0, -1
+
+    def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+        self.calls += 1
+        self.last = batch_idx
+
+
+@hookimpl
+def _module_after_run(runner: Any) -> None:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenPlugin:
+    label: str
+
+    @hookimpl
+    def after_run(self, runner: Any) -> None:
+        pass
+
+
+class SlottedPlugin:
+    __slots__ = ("label",)
+
+    def __init__(self) -> None:
+        self.label = "slots"
+
+    @hookimpl
+    def after_run(self, runner: Any) -> None:
+        pass
+
+
+def test_a_registered_instance_gets_a_fresh_attribute_dict_with_the_same_attributes() -> None:
+    """Registering reads ``__dict__`` (dir(), pluggy's static lookup), which on CPython 3.11-3.13
+    leaves a key-sharing dict on which every ``self.x`` takes the slow path; the manager swaps in
+    an ordinary copy (pluginloop._manager._plain_attribute_dict)."""
+    hook = Counting()
+    before = vars(hook)  # the instance's attributes, as the registration is about to see them
+    pm = PluginManager()
+    pm.register(hook, "counting")
+    assert vars(hook) is not before and vars(hook) == {"calls": 0, "last": -1}
+    pm.hook.after_train_iter.fire(None, 7, None, None)
+    assert (hook.calls, hook.last) == (1, 7) and vars(hook) == {"calls": 1, "last": 7}
+    hook.extra = "set after registration"
+    assert vars(hook)["extra"] == "set after registration"
+
+
+def test_frozen_slotted_and_module_plugins_register_as_they_are() -> None:
+    module = types.ModuleType("plugin_module")
+    module.after_run = _module_after_run  # type: ignore[attr-defined]
+    module_dict = vars(module)
+    frozen, slotted = FrozenPlugin("frozen"), SlottedPlugin()
+    pm = PluginManager()
+    for name, plugin in (("module", module), ("frozen", frozen), ("slotted", slotted)):
+        pm.register(plugin, name)
+    assert vars(module) is module_dict
+    assert frozen.label == "frozen" and vars(frozen) == {"label": "frozen"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frozen.label = "changed"  # type: ignore[misc]
+    assert slotted.label == "slots" and not hasattr(slotted, "__dict__")
+    names = sorted(impl.plugin_name for impl in pm.hook.after_run.get_hookimpls())
+    assert names == ["frozen", "module", "slotted"]

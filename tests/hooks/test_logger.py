@@ -373,7 +373,8 @@ class Die(Hook):
 torch.manual_seed(0)
 batches = [(torch.randn(2, 4), torch.randn(2, 1)) for _ in range(8)]
 hooks = {k: None for k in DEFAULT_HOOKS}
-hooks.update(optimizer=DEFAULT_HOOKS["optimizer"], checkpoint=dict(type="CheckpointHook", interval=3, by_epoch=False),
+hooks.update(optimizer=DEFAULT_HOOKS["optimizer"],
+             checkpoint=dict(type="CheckpointHook", interval=3, by_epoch=False),
              logger=dict(type="LoggerHook", interval=1, json_flush_secs=1e9))
 Runner(nn.Linear(4, 1), work_dir=sys.argv[1], train_dataloader=batches, loss_fn=nn.functional.mse_loss,
        optimizer=dict(type="SGD", lr=0.01), max_epochs=1, default_hooks=hooks, custom_hooks=[Die()],
@@ -382,12 +383,13 @@ Runner(nn.Linear(4, 1), work_dir=sys.argv[1], train_dataloader=batches, loss_fn=
 
 
 @pytest.mark.parametrize("death", ["kill", "raise"])
-def test_a_dead_run_keeps_its_json_lines_up_to_its_checkpoint_or_all_of_them(tmp_path: Path, death: str) -> None:
+def test_a_dead_run_keeps_its_json_lines_up_to_its_checkpoint_or_all_of_them(
+    tmp_path: Path, death: str
+) -> None:
     script = tmp_path / "run.py"
     script.write_text(_DYING_RUN, encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "work"), death], capture_output=True, text=True, timeout=120
-    )
+    command = [sys.executable, str(script), str(tmp_path / "work"), death]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if death == "kill":
         assert result.returncode == -signal.SIGKILL, result.stderr
     else:
