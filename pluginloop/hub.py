@@ -82,11 +82,12 @@ class MessageHub:
         A CPU tensor is read at once: host memory costs no synchronisation, and floats add
         faster than tensors. A tensor on another device stays there, summed in place.
         """
-        value = _read(value)
+        if type(value) is not float:
+            value = _read(value)
         self._latest[name] = value
         total = self._sums.get(name)
-        if type(total) is float and type(value) is float:  # the common case, kept short
-            self._sums[name] = total + value * count
+        if type(value) is float and (total is None or type(total) is float):  # the common case, kept short
+            self._sums[name] = value * count if total is None else total + value * count
         else:
             self._sums[name] = _add(name, total, value, count)
         self._counts[name] = self._counts.get(name, 0) + count
