@@ -45,11 +45,12 @@ class LoggerHook(Hook):
         log_dir: where ``<timestamp>/<timestamp>.log`` (everything ``runner.logger`` says)
             and ``<timestamp>/scalars.jsonl`` (one JSON object per line) go; default the
             work dir.
-        json_flush_secs: how long a training line may wait in ``scalars.jsonl``'s buffer
-            (default 10 s; 0: written at once). The console and the text log get every line
-            at once. Val/test lines, each epoch's end, every checkpoint save and the run's end
-            flush the JSON lines too (after a failed run, the process's exit does), so only a
-            killed process (SIGKILL, out of memory) can lose some: at most this many seconds'.
+        flush_secs: how long an INFO record may wait in the text log's buffer, and a line in
+            ``scalars.jsonl``'s (default 2 s; 0: every one written at once). The console gets
+            every line at once, and the text log every WARNING or ERROR (with what came before
+            it). Val/test lines, each epoch's end, every checkpoint save and the run's end flush
+            both files (after a failed run, the process's exit does), so only a killed process
+            (SIGKILL, out of memory) can lose lines: at most this many seconds' worth.
 
     It publishes the training ``loss`` to ``runner.message_hub``, as a source: summed each
     iteration (a device loss is kept, detached, and summed on its device in one operation when
@@ -68,23 +69,22 @@ class LoggerHook(Hook):
         interval: int = 10,
         by_epoch: bool = True,
         log_dir: str | os.PathLike[str] | None = None,
-        json_flush_secs: float = 10.0,
+        flush_secs: float = 2.0,
     ) -> None:
         if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
             raise ConfigError(
                 f"must be a positive int (iterations between lines), got {interval!r}", "interval"
             )
-        if isinstance(json_flush_secs, bool) or not isinstance(json_flush_secs, (int, float)) or not (
-            0 <= json_flush_secs < math.inf
+        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not (
+            0 <= flush_secs < math.inf
         ):
             raise ConfigError(
-                f"must be a number of seconds >= 0 (0: every line at once), got {json_flush_secs!r}",
-                "json_flush_secs",
+                f"must be a number of seconds >= 0 (0: every line at once), got {flush_secs!r}", "flush_secs"
             )
         self.interval = interval
         self.by_epoch = by_epoch
         self.log_dir = log_dir
-        self.json_flush_secs = float(json_flush_secs)
+        self.flush_secs = float(flush_secs)
         #: The text log and the JSON-lines file, set by the first run on rank 0.
         self.log_file: Path | None = None
         self.json_file: Path | None = None
@@ -99,6 +99,7 @@ class LoggerHook(Hook):
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
         self._json: TextIO | None = None  # json_file, open during a run
         self._json_flushed = 0.0  # time.monotonic() when it was last flushed
+        self._log_handler: _LogFile | None = None  # the text log's, during a run
         self._close_log: Callable[[], object] = lambda: None  # detaches the text log, once
 
     def before_run(self, runner: Runner) -> None:
@@ -114,11 +115,11 @@ class LoggerHook(Hook):
             folder.mkdir(parents=True, exist_ok=True)
             self.log_file, self.json_file = folder / f"{stamp}.log", folder / "scalars.jsonl"
         self._close_log()
-        handler = logging.FileHandler(self.log_file, encoding="utf-8")
+        # Both files are buffered: a write system call per line costs more than the rest of
+        # what the line writes (docs/performance.md), so INFO lines reach them flush_secs apart.
+        self._log_handler = handler = _LogFile(self.log_file, self.flush_secs)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         runner.logger.addHandler(handler)
-        # Open for the run, buffered: a write system call per line costs more than the rest of
-        # the JSON line (docs/performance.md), so training lines are flushed json_flush_secs apart.
         self._json = self.json_file.open("a", encoding="utf-8")  # type: ignore[union-attr]
         self._json_flushed = time.monotonic()
         # after_run does not fire when the run raises: the files then close with this hook,
@@ -131,7 +132,7 @@ class LoggerHook(Hook):
         if runner.iter > self._logged_iter:
             self._log_train(runner, runner.iter, self._last_batch + 1, runner.epoch + 1)
         self._close_log()
-        self._json = None
+        self._json = self._log_handler = None
         self._publish(runner.message_hub)
         runner.message_hub.remove_source(self._publish)
 
@@ -177,11 +178,11 @@ class LoggerHook(Hook):
         last = runner.epoch + 1 >= runner.max_epochs or runner.iter >= runner.max_iters
         if runner.iter > self._logged_iter and (self.by_epoch or last):
             self._log_train(runner, runner.iter, self._last_batch + 1, runner.epoch + 1)
-        self._flush_json()
+        self._flush_files()
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict[str, Any]) -> None:
-        """Flush the JSON lines: a run resumed from this checkpoint finds every line up to it."""
-        self._flush_json()
+        """Flush both files: a run resumed from this checkpoint finds every line up to it."""
+        self._flush_files()
 
     def _log_train(self, runner: Runner, done: int, inner: int, epoch: int) -> None:
         self._logged_iter = done
@@ -237,13 +238,48 @@ class LoggerHook(Hook):
         runner.logger.info("%s  %s", header, "  ".join(f"{k}: {_format(k, v)}" for k, v in scalars.items()))
         if self._json is not None:
             self._json.write(json.dumps({**record, **scalars}) + "\n")
-            if record["mode"] != "train" or time.monotonic() - self._json_flushed >= self.json_flush_secs:
-                self._flush_json()
+            if time.monotonic() - self._json_flushed >= self.flush_secs:
+                self._json.flush()
+                self._json_flushed = time.monotonic()
+        if record["mode"] != "train":
+            self._flush_files()
 
-    def _flush_json(self) -> None:
+    def _flush_files(self) -> None:
+        """Write out what the text log and the JSON lines hold back."""
+        if self._log_handler is not None:
+            self._log_handler.flush()
         if self._json is not None:
             self._json.flush()
             self._json_flushed = time.monotonic()
+
+
+class _LogFile(logging.FileHandler):
+    """The text log: a record from WARNING up is flushed at once, the others within ``flush_secs``.
+
+    Records are written to the file's buffer in order; a flush (this record's, a later one's
+    once ``flush_secs`` passed, or the hook's at epoch ends, checkpoints, val/test lines and
+    the end of the run) writes out everything before it. Closing flushes too.
+    """
+
+    def __init__(self, path: Path, flush_secs: float) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.flush_secs = flush_secs
+        self.flushed = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None:  # closed: the hook has detached it
+            return
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+        except Exception:  # as logging's own handlers do: reported on stderr, never raised into the run
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING or time.monotonic() - self.flushed >= self.flush_secs:
+            self.flush()
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushed = time.monotonic()
 
 
 #: The design document's name for the same hook.

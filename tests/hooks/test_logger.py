@@ -296,13 +296,21 @@ def test_a_bad_interval_fails_at_construction_naming_it(runner_kwargs: dict[str,
 
 
 @pytest.mark.parametrize("secs", [-1, float("inf"), float("nan"), "10", True, None])
-def test_a_bad_json_flush_secs_fails_at_construction_naming_it(secs: Any) -> None:
-    with pytest.raises(ConfigError, match=r"json_flush_secs.*seconds >= 0"):
-        LoggerHook(json_flush_secs=secs)
+def test_a_bad_flush_secs_fails_at_construction_naming_it(secs: Any) -> None:
+    with pytest.raises(ConfigError, match=r"flush_secs.*seconds >= 0"):
+        LoggerHook(flush_secs=secs)
 
 
-class JsonLinesSeen(Hook):
-    """After each training iteration: how many lines scalars.jsonl holds; then the clock moves 4 s."""
+def lines_on_disk(hook: LoggerHook) -> tuple[int, int]:
+    """Training lines in the text log and in scalars.jsonl, as a reader of the files sees them now."""
+    assert hook.log_file is not None and hook.json_file is not None
+    text = hook.log_file.read_text(encoding="utf-8")
+    jsons = hook.json_file.read_text(encoding="utf-8").splitlines()
+    return text.count("Epoch(train)"), sum(json.loads(line)["mode"] == "train" for line in jsons)
+
+
+class LinesSeen(Hook):
+    """After each training iteration: the lines on disk; then the clock moves 4 s."""
 
     priority = "LOWEST"
 
@@ -310,51 +318,77 @@ class JsonLinesSeen(Hook):
         self.logger, self.clock, self.seen = logger, clock, []
 
     def after_train_iter(self, runner: Any, batch_idx: int) -> None:
-        assert self.logger.json_file is not None
-        self.seen.append(len(self.logger.json_file.read_text(encoding="utf-8").splitlines()))
+        self.seen.append(lines_on_disk(self.logger))
         self.clock[0] += 4.0
 
 
 @pytest.mark.parametrize(
     ("secs", "seen"), [(10, [0, 0, 0, 4, 4, 4, 7, 7, 7, 10]), (0, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])]
 )
-def test_json_lines_wait_in_the_buffer_at_most_json_flush_secs(
+def test_lines_wait_in_the_files_buffers_at_most_flush_secs(
     runner_kwargs: dict[str, Any], make_loader: Any, monkeypatch: pytest.MonkeyPatch, secs: float,
     seen: list[int],
 ) -> None:
     clock = [0.0]
     monkeypatch.setattr(logger_module.time, "monotonic", lambda: clock[0])
-    hook = LoggerHook(interval=1, json_flush_secs=secs)
-    probe = JsonLinesSeen(hook, clock)
+    hook = LoggerHook(interval=1, flush_secs=secs)
+    probe = LinesSeen(hook, clock)
     make_runner(
         runner_kwargs, hook, train_dataloader=make_loader(10), val_dataloader=None, max_epochs=1,
         custom_hooks=[probe],
     ).run()
     # A line every iteration, one every 4 s: with 10 s, flushed at 12, 24 and 36 s (4th, 7th, 10th).
-    assert probe.seen == seen
+    assert probe.seen == [(n, n) for n in seen]
     assert [r["iter"] for r in records(hook)] == list(range(1, 11))
+    assert len(messages(hook)) == 10
 
 
-def test_val_lines_and_epoch_ends_flush_the_json_lines(
+def test_a_warning_reaches_the_text_log_at_once_with_the_lines_before_it(
+    runner_kwargs: dict[str, Any], make_loader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logger_module.time, "monotonic", lambda: 0.0)  # the clock alone never flushes
+
+    class WarnAtThree(Hook):
+        priority = "LOWEST"
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+            if batch_idx == 2:
+                runner.logger.warning("something odd")
+                assert hook.log_file is not None
+                self.seen = hook.log_file.read_text(encoding="utf-8").splitlines()
+
+    hook, probe = LoggerHook(interval=1), WarnAtThree()
+    make_runner(runner_kwargs, hook, train_dataloader=make_loader(5), val_dataloader=None,
+                max_epochs=1, custom_hooks=[probe]).run()
+    assert [line.split(" ", 3)[2] for line in probe.seen[-4:]] == ["INFO", "INFO", "INFO", "WARNING"]
+    assert probe.seen[-1].endswith("something odd") and "[3/5]" in probe.seen[-2]
+
+
+def test_val_lines_and_epoch_ends_flush_both_files(
     runner_kwargs: dict[str, Any], make_loader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logger_module.time, "monotonic", lambda: 0.0)  # the clock alone never flushes
 
     class SeenAtEpochStart(Hook):
         def __init__(self) -> None:
-            self.seen: list[list[str]] = []
+            self.seen: list[tuple[list[str], int]] = []
 
         def before_train_epoch(self, runner: Any) -> None:
-            assert hook.json_file is not None
+            assert hook.json_file is not None and hook.log_file is not None
             lines = hook.json_file.read_text(encoding="utf-8").splitlines()
-            self.seen.append([json.loads(line)["mode"] for line in lines])
+            text = hook.log_file.read_text(encoding="utf-8")
+            self.seen.append(([json.loads(line)["mode"] for line in lines], text.count("Epoch(")))
 
     hook, probe = LoggerHook(interval=2), SeenAtEpochStart()
     make_runner(runner_kwargs, hook, train_dataloader=make_loader(3), custom_hooks=[probe]).run()
-    assert probe.seen == [[], ["train", "train", "val"]]  # epoch 1's lines and its val line, all there
+    # Epoch 1's two lines and its val line, all there in both files.
+    assert probe.seen == [([], 0), (["train", "train", "val"], 3)]
 
 
-# A child run of 8 iterations, a line each, a checkpoint every 3 and JSON lines flushed only on
+# A child run of 8 iterations, a line each, a checkpoint every 3 and files flushed only on
 # events: at the 7th it dies as argv[2] says, without after_run.
 _DYING_RUN = """
 import os, signal, sys, torch
@@ -375,7 +409,7 @@ batches = [(torch.randn(2, 4), torch.randn(2, 1)) for _ in range(8)]
 hooks = {k: None for k in DEFAULT_HOOKS}
 hooks.update(optimizer=DEFAULT_HOOKS["optimizer"],
              checkpoint=dict(type="CheckpointHook", interval=3, by_epoch=False),
-             logger=dict(type="LoggerHook", interval=1, json_flush_secs=1e9))
+             logger=dict(type="LoggerHook", interval=1, flush_secs=1e9))
 Runner(nn.Linear(4, 1), work_dir=sys.argv[1], train_dataloader=batches, loss_fn=nn.functional.mse_loss,
        optimizer=dict(type="SGD", lr=0.01), max_epochs=1, default_hooks=hooks, custom_hooks=[Die()],
        autoload_plugins=False).run()
@@ -383,9 +417,7 @@ Runner(nn.Linear(4, 1), work_dir=sys.argv[1], train_dataloader=batches, loss_fn=
 
 
 @pytest.mark.parametrize("death", ["kill", "raise"])
-def test_a_dead_run_keeps_its_json_lines_up_to_its_checkpoint_or_all_of_them(
-    tmp_path: Path, death: str
-) -> None:
+def test_a_dead_run_keeps_its_lines_up_to_its_checkpoint_or_all_of_them(tmp_path: Path, death: str) -> None:
     script = tmp_path / "run.py"
     script.write_text(_DYING_RUN, encoding="utf-8")
     command = [sys.executable, str(script), str(tmp_path / "work"), death]
@@ -397,11 +429,13 @@ def test_a_dead_run_keeps_its_json_lines_up_to_its_checkpoint_or_all_of_them(
     assert (tmp_path / "work" / "iter_6.pth").exists()
     (json_file,) = (tmp_path / "work").glob("*/scalars.jsonl")
     iters = [json.loads(line)["iter"] for line in json_file.read_text(encoding="utf-8").splitlines()]
-    # Killed: the lines up to the last checkpoint (flushed before it was written); the 7th only
-    # the text log has. Raised: the exit flushes every line.
-    assert iters == (list(range(1, 7)) if death == "kill" else list(range(1, 8)))
     (text_log,) = (tmp_path / "work").glob("*/*.log")
-    assert "Epoch(train) [1/1][7/8]" in text_log.read_text(encoding="utf-8")
+    shown = re.findall(r"Epoch\(train\) \[1/1\]\[(\d)/8\]", text_log.read_text(encoding="utf-8"))
+    # Killed: the lines up to the last checkpoint (both files are flushed before it is written);
+    # the 7th only the console showed. Raised: the process's exit flushes every line.
+    expected = list(range(1, 7)) if death == "kill" else list(range(1, 8))
+    assert iters == expected and [int(n) for n in shown] == expected
+    assert "Epoch(train) [1/1][7/8]" in result.stdout  # the console: every line at once
 
 
 def test_text_logger_hook_is_an_alias() -> None:
