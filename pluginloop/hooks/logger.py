@@ -271,11 +271,10 @@ class _LogFile(logging.FileHandler):
             return
         try:
             self.stream.write(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING or time.monotonic() - self.flushed >= self.flush_secs:
+                self.flush()
         except Exception:  # as logging's own handlers do: reported on stderr, never raised into the run
             self.handleError(record)
-            return
-        if record.levelno >= logging.WARNING or time.monotonic() - self.flushed >= self.flush_secs:
-            self.flush()
 
     def flush(self) -> None:
         super().flush()

@@ -367,6 +367,32 @@ def test_a_warning_reaches_the_text_log_at_once_with_the_lines_before_it(
     assert probe.seen[-1].endswith("something odd") and "[3/5]" in probe.seen[-2]
 
 
+def test_a_failing_text_log_is_reported_not_raised_into_the_run(
+    runner_kwargs: dict[str, Any], make_loader: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class DiskFull(Hook):
+        def before_train_epoch(self, runner: Any) -> None:
+            def fail() -> None:
+                raise OSError("No space left on device")
+
+            assert hook._log_handler is not None and hook._log_handler.stream is not None
+            hook._log_handler.stream.flush = fail  # type: ignore[method-assign]
+
+        def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+            runner.logger.warning("flushed at once: the disk is full")
+
+    hook = LoggerHook(interval=1)
+    runner = make_runner(runner_kwargs, hook, train_dataloader=make_loader(2), val_dataloader=None,
+                         max_epochs=1, custom_hooks=[DiskFull()])
+    with pytest.raises(HookCallError, match="after_train_epoch.*No space left"):  # the hook's own flush
+        runner.train()
+    assert runner.iter == 2  # both iterations ran: each warning's failed flush was only reported
+    assert capsys.readouterr().err.count("No space left on device") >= 2
+    assert hook._log_handler is not None and hook._log_handler.stream is not None
+    del hook._log_handler.stream.flush  # the disk has room again: the files close cleanly
+    hook._close_log()
+
+
 def test_val_lines_and_epoch_ends_flush_both_files(
     runner_kwargs: dict[str, Any], make_loader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
