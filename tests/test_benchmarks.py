@@ -209,3 +209,12 @@ def test_cuda_sync_count_is_attributed_to_iterations(tmp_path: Path, monkeypatch
     assert report["quiet_iters"] == 58  # all but the 50th and the epoch's last
     ((where, count),) = report["quiet_sources"]
     assert where.startswith("test_benchmarks.py:") and count == 1
+
+
+def test_attribute_dict_prints_one_figure_per_mode() -> None:
+    out = run("attribute_dict.py")
+    lines = out.splitlines()
+    assert lines[0].startswith(f"Python {sys.version.split()[0]}:")
+    figures = {line.split(":")[0].strip(): line.split(":")[1].split("ns")[0].strip() for line in lines[1:]}
+    assert list(figures) == ["fresh", "read", "copied"]
+    assert all(NUMBER.match(value) and float(value) > 0 for value in figures.values()), figures
