@@ -54,9 +54,11 @@ def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--mode":
         print(f"{measure(sys.argv[2]):.0f}")
         return 0
-    print(f"Python {sys.version.split()[0]}: ns per call of a method doing six attribute reads and five writes")
+    version = sys.version.split()[0]
+    print(f"Python {version}: ns per call of a method with six attribute reads and five writes")
     for mode, label in MODES.items():
-        out = subprocess.run([sys.executable, __file__, "--mode", mode], capture_output=True, text=True, check=True)
+        command = [sys.executable, __file__, "--mode", mode]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         print(f"{mode:>6}: {out.stdout.strip():>4} ns  ({label})")
     return 0
 

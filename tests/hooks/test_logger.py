@@ -384,7 +384,7 @@ def test_a_failing_text_log_is_reported_not_raised_into_the_run(
     hook = LoggerHook(interval=1)
     runner = make_runner(runner_kwargs, hook, train_dataloader=make_loader(2), val_dataloader=None,
                          max_epochs=1, custom_hooks=[DiskFull()])
-    with pytest.raises(HookCallError, match="after_train_epoch.*No space left"):  # the hook's own flush
+    with pytest.raises(HookCallError, match=r"after_train_epoch.*No space left"):  # the hook's own flush
         runner.train()
     assert runner.iter == 2  # both iterations ran: each warning's failed flush was only reported
     assert capsys.readouterr().err.count("No space left on device") >= 2
