@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 
 from pluginloop.errors import ConfigError
+from pluginloop.hooks._log_output import LogFile, close_files, format_scalar, pop_present, progress
 from pluginloop.hooks.base import Hook
 from pluginloop.hooks.timer import loader_length
 from pluginloop.hub import running_sum, sum_of
@@ -99,7 +100,7 @@ class LoggerHook(Hook):
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
         self._json: TextIO | None = None  # json_file, open during a run
         self._json_flushed = 0.0  # time.monotonic() when it was last flushed
-        self._log_handler: _LogFile | None = None  # the text log's, during a run
+        self._log_handler: LogFile | None = None  # the text log's, during a run
         self._close_log: Callable[[], object] = lambda: None  # detaches the text log, once
 
     def before_run(self, runner: Runner) -> None:
@@ -117,14 +118,14 @@ class LoggerHook(Hook):
         self._close_log()
         # Both files are buffered: a write system call per line costs more than the rest of
         # what the line writes (docs/performance.md), so INFO lines reach them flush_secs apart.
-        self._log_handler = handler = _LogFile(self.log_file, self.flush_secs)
+        self._log_handler = handler = LogFile(self.log_file, self.flush_secs)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         runner.logger.addHandler(handler)
         self._json = self.json_file.open("a", encoding="utf-8")  # type: ignore[union-attr]
         self._json_flushed = time.monotonic()
         # after_run does not fire when the run raises: the files then close with this hook,
         # instead of copying every later run of the process into the text log.
-        self._close_log = weakref.finalize(self, _close, runner.logger, handler, self._json)
+        self._close_log = weakref.finalize(self, close_files, runner.logger, handler, self._json)
 
     def after_run(self, runner: Runner) -> None:
         """Write the training iterations not logged yet (a stopped run), close the text log,
@@ -192,21 +193,21 @@ class LoggerHook(Hook):
         if not self._writes:
             return
         fixed, window = hub.unaveraged("train"), hub.means("train")
-        scalars, eta = dict(_pop(fixed, "lr")), fixed.pop("eta", math.inf)
+        scalars, eta = dict(pop_present(fixed, "lr")), fixed.pop("eta", math.inf)
         if math.isfinite(eta):
             scalars["eta"] = max(eta, 0.0)
-        scalars.update(_pop(window, "time", "data_time"))
+        scalars.update(pop_present(window, "time", "data_time"))
         if runner.device.type == "cuda":
             # The peak since the previous line: reset it so the next line shows its own.
             scalars["memory"] = torch.cuda.max_memory_allocated(runner.device) // 2**20
             torch.cuda.reset_peak_memory_stats(runner.device)
-        scalars.update(_pop(window, "loss"))
+        scalars.update(pop_present(window, "loss"))
         scalars.update(sorted(window.items()))
         scalars.update(sorted(fixed.items()))  # e.g. the fp16 loss_scale
         if self.by_epoch:
-            header = f"Epoch(train) {_progress(epoch, runner.max_epochs)}{_progress(inner, self._per_epoch)}"
+            header = f"Epoch(train) {progress(epoch, runner.max_epochs)}{progress(inner, self._per_epoch)}"
         else:
-            header = f"Iter(train) {_progress(done, runner.max_iters)}"
+            header = f"Iter(train) {progress(done, runner.max_iters)}"
         self._write(runner, header, {"mode": "train", "epoch": epoch, "iter": done}, scalars)
 
     def after_val_epoch(self, runner: Runner, metrics: dict[str, float]) -> None:
@@ -227,7 +228,7 @@ class LoggerHook(Hook):
         # Then the loop's own scalars, e.g. the timer's val/time, except its spent eta.
         window, fixed = hub.means(mode), hub.unaveraged(mode)
         fixed.pop("eta", None)
-        scalars.update(_pop(window, "time", "data_time"))
+        scalars.update(pop_present(window, "time", "data_time"))
         scalars.update(sorted((k, v) for k, v in {**window, **fixed}.items() if k not in scalars))
         position = runner.epoch if self.by_epoch else runner.iter
         header = f"{'Epoch' if self.by_epoch else 'Iter'}({mode}) [{position}]"
@@ -235,7 +236,8 @@ class LoggerHook(Hook):
 
     def _write(self, runner: Runner, header: str, record: dict[str, Any], scalars: dict[str, float]) -> None:
         """One text line through ``runner.logger`` and the same record as a JSON line."""
-        runner.logger.info("%s  %s", header, "  ".join(f"{k}: {_format(k, v)}" for k, v in scalars.items()))
+        shown = "  ".join(f"{k}: {format_scalar(k, v)}" for k, v in scalars.items())
+        runner.logger.info("%s  %s", header, shown)
         if self._json is not None:
             self._json.write(json.dumps({**record, **scalars}) + "\n")
             if time.monotonic() - self._json_flushed >= self.flush_secs:
@@ -253,63 +255,5 @@ class LoggerHook(Hook):
             self._json_flushed = time.monotonic()
 
 
-class _LogFile(logging.FileHandler):
-    """The text log: a record from WARNING up is flushed at once, the others within ``flush_secs``.
-
-    Records are written to the file's buffer in order; a flush (this record's, a later one's
-    once ``flush_secs`` passed, or the hook's at epoch ends, checkpoints, val/test lines and
-    the end of the run) writes out everything before it. Closing flushes too.
-    """
-
-    def __init__(self, path: Path, flush_secs: float) -> None:
-        super().__init__(path, encoding="utf-8")
-        self.flush_secs = flush_secs
-        self.flushed = time.monotonic()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.stream is None:  # closed: the hook has detached it
-            return
-        try:
-            self.stream.write(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING or time.monotonic() - self.flushed >= self.flush_secs:
-                self.flush()
-        except Exception:  # as logging's own handlers do: reported on stderr, never raised into the run
-            self.handleError(record)
-
-    def flush(self) -> None:
-        super().flush()
-        self.flushed = time.monotonic()
-
-
 #: The design document's name for the same hook.
 TextLoggerHook = LoggerHook
-
-
-def _progress(done: float, total: float | None) -> str:
-    """``[ 20/100]``: right-aligned to the total's width; ``[20]`` when there is no finite total."""
-    if total is None or not math.isfinite(total):
-        return f"[{done}]"
-    width = len(str(int(total)))
-    return f"[{done:>{width}}/{int(total)}]"
-
-
-def _pop(values: dict[str, float], *names: str) -> list[tuple[str, float]]:
-    """``(name, value)`` of those ``names`` present in ``values``, removed from it."""
-    return [(name, values.pop(name)) for name in names if name in values]
-
-
-def _format(name: str, value: float) -> str:
-    if name == "eta":  # h:mm:ss, hours unbounded (str(timedelta) costs a cold ~20 µs per line)
-        minutes, seconds = divmod(int(value), 60)
-        return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
-    if name == "memory":
-        return str(int(value))
-    if name == "lr" or (0 < abs(value) < 1e-3 and not name.endswith("time")):
-        return f"{value:.4e}"
-    return f"{value:.4f}"
-
-
-def _close(logger: logging.Logger, handler: logging.Handler, json_lines: TextIO) -> None:
-    logger.removeHandler(handler)
-    handler.close()
-    json_lines.close()

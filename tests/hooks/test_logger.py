@@ -20,7 +20,7 @@ from pluginloop import HOOKS, Hook, Runner
 from pluginloop.errors import ConfigError, HookCallError
 from pluginloop.hooks import DEFAULT_HOOKS, LoggerHook, TextLoggerHook
 from pluginloop.hooks import logger as logger_module
-from pluginloop.hooks.logger import _format
+from pluginloop.hooks._log_output import format_scalar
 
 NUMBER = r"-?\d+\.\d{4}"
 TRAIN_LINE = (  # timer + logger only, on CPU: exactly these scalars, in this order
@@ -161,7 +161,7 @@ def test_json_records_hold_the_values_of_the_text_lines(
     [(0.0, "0:00:00"), (59.9, "0:00:59"), (3599.0, "0:59:59"), (3600.0, "1:00:00"), (90061.0, "25:01:01")],
 )
 def test_eta_reads_hours_minutes_seconds_past_a_day_too(seconds: float, shown: str) -> None:
-    assert _format("eta", seconds) == shown
+    assert format_scalar("eta", seconds) == shown
 
 
 def test_val_and_test_lines_list_every_metric_and_publish_them(
