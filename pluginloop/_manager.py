@@ -18,6 +18,7 @@ same order, same results and exceptions: only less work per call (benchmarks/dis
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import itertools
@@ -245,14 +246,16 @@ def _plain_attribute_dict(plugin: Any) -> None:
     a dict that shares its keys with the class, and the interpreter's specialized attribute
     reads and writes then miss on every use: a hook method touching ``self`` every iteration
     runs about twice as slowly (docs/performance.md). A copy of that dict is an ordinary one,
-    on which they work again; the attributes themselves are unchanged. Modules, classes and
-    objects without a ``__dict__`` are left alone.
+    on which they work again; the attributes themselves are unchanged. Modules, classes,
+    objects without a ``__dict__`` and those whose ``__dict__`` cannot be replaced (a
+    ``SimpleNamespace``) are left alone.
     """
     if isinstance(plugin, (type, types.ModuleType)):
         return
     attrs = getattr(plugin, "__dict__", None)
     if type(attrs) is dict:
-        object.__setattr__(plugin, "__dict__", dict(attrs))  # past any __setattr__ (frozen dataclasses)
+        with contextlib.suppress(AttributeError, TypeError):  # a read-only __dict__: keep it
+            object.__setattr__(plugin, "__dict__", dict(attrs))  # past any __setattr__ (frozen dataclasses)
 
 
 class PluginManager(pluggy.PluginManager):

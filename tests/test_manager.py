@@ -685,18 +685,21 @@ def test_a_registered_instance_gets_a_fresh_attribute_dict_with_the_same_attribu
     assert vars(hook)["extra"] == "set after registration"
 
 
-def test_frozen_slotted_and_module_plugins_register_as_they_are() -> None:
+def test_frozen_slotted_namespace_and_module_plugins_register_as_they_are() -> None:
     module = types.ModuleType("plugin_module")
     module.after_run = _module_after_run  # type: ignore[attr-defined]
     module_dict = vars(module)
+    namespace = types.SimpleNamespace(after_run=_module_after_run)  # its __dict__ is read-only
+    namespace_dict = vars(namespace)
     frozen, slotted = FrozenPlugin("frozen"), SlottedPlugin()
     pm = PluginManager()
-    for name, plugin in (("module", module), ("frozen", frozen), ("slotted", slotted)):
+    plugins = (("module", module), ("namespace", namespace), ("frozen", frozen), ("slotted", slotted))
+    for name, plugin in plugins:
         pm.register(plugin, name)
-    assert vars(module) is module_dict
+    assert vars(module) is module_dict and vars(namespace) is namespace_dict
     assert frozen.label == "frozen" and vars(frozen) == {"label": "frozen"}
     with pytest.raises(dataclasses.FrozenInstanceError):
         frozen.label = "changed"  # type: ignore[misc]
     assert slotted.label == "slots" and not hasattr(slotted, "__dict__")
     names = sorted(impl.plugin_name for impl in pm.hook.after_run.get_hookimpls())
-    assert names == ["frozen", "module", "slotted"]
+    assert names == ["frozen", "module", "namespace", "slotted"]
