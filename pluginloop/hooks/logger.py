@@ -54,8 +54,9 @@ class LoggerHook(Hook):
             (SIGKILL, out of memory) can lose lines: at most this many seconds' worth.
 
     It publishes the training ``loss`` to ``runner.message_hub``, as a source: summed each
-    iteration (a device loss is kept, detached, and summed on its device in one operation when
-    the hub is read or every 64 iterations) and handed over whenever the hub is read. Each
+    iteration (read at once on a CPU run; on another device kept, detached, and summed on its
+    device in one operation when the hub is read or every 64 iterations) and handed over
+    whenever the hub is read. Each
     line publishes ``lr`` (of the first param group, read then) and shows lr, eta, then the
     window means of every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on
     CUDA, the peak memory in MB since the previous line. After a val or test loop one line
@@ -98,6 +99,7 @@ class LoggerHook(Hook):
         self._loss_sum: float | torch.Tensor = 0.0
         self._losses = 0
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
+        self._cpu_run = True  # runner.device is the CPU: every loss is read at once
         self._json: TextIO | None = None  # json_file, open during a run
         self._json_flushed = 0.0  # time.monotonic() when it was last flushed
         self._log_handler: LogFile | None = None  # the text log's, during a run
@@ -106,6 +108,7 @@ class LoggerHook(Hook):
     def before_run(self, runner: Runner) -> None:
         """On rank 0: create the log files (once per hook) and copy ``runner.logger`` into the text log."""
         self._writes = runner.rank == 0
+        self._cpu_run = runner.device.type == "cpu"  # losses are then in host memory
         runner.message_hub.add_source(self._publish)
         self._per_epoch = loader_length(runner.train_dataloader)  # read once: a deep chain of len()s
         if not self._writes:
@@ -147,8 +150,10 @@ class LoggerHook(Hook):
         """Add the loss to what the hub will take; every ``interval`` iterations, write a line."""
         loss = outputs.get("loss") if outputs else None
         if loss is not None:
-            if type(loss) is torch.Tensor and loss.is_cpu:  # host memory: reading costs no sync
-                self._loss_sum += loss.item()
+            if self._cpu_run and type(loss) is torch.Tensor:  # host memory: reading costs no sync
+                # Through the class: loss.item and loss.is_cpu are looked up in the tensor's and
+                # its type's dicts on every call, cold by then (docs/performance.md).
+                self._loss_sum += torch.Tensor.item(loss)
                 self._losses += 1
             else:
                 # A device loss is not read (a sync) nor added (a kernel launch) here: kept,

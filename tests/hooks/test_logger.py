@@ -288,6 +288,27 @@ def test_device_losses_are_summed_every_64_iterations_and_the_mean_stays_exact(
     assert [r["loss"] for r in records(hook)] == pytest.approx([sum(seen.losses) / 150])
 
 
+def test_on_a_cpu_run_each_loss_is_read_at_once_and_none_is_held(
+    runner_kwargs: dict[str, Any], make_loader: Any
+) -> None:
+    hook, seen = LoggerHook(interval=1000), LossRecorder()
+
+    class Held(Hook):
+        priority = "LOWEST"
+
+        def __init__(self) -> None:
+            self.counts: list[tuple[int, int]] = []
+
+        def after_train_iter(self, runner: Any, batch_idx: int) -> None:
+            self.counts.append((len(hook._held), hook._losses))
+
+    held = Held()
+    train_with_optimizer(runner_kwargs, hook, train_dataloader=make_loader(5), max_epochs=1,
+                         custom_hooks=[seen, held])
+    assert held.counts == [(0, n) for n in range(1, 6)]  # summed as floats, nothing kept
+    assert [r["loss"] for r in records(hook)] == pytest.approx([sum(seen.losses) / 5])
+
+
 def test_a_bad_interval_fails_at_construction_naming_it(runner_kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="interval"):
         LoggerHook(interval=0)
