@@ -1,17 +1,23 @@
-"""What LoggerHook writes with: the text log's buffered handler, the line's formatting, closing.
+"""What LoggerHook writes with: its two buffered files, the line's formatting, closing them.
 
 Kept apart from the hook (pluginloop.hooks.logger), which decides what a line says and when.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any
 
-__all__ = ["LogFile", "close_files", "format_scalar", "pop_present", "progress"]
+__all__ = ["JsonLines", "LogFile", "close_files", "format_scalar", "pop_present", "progress"]
+
+
+def _due(flushed: float, flush_secs: float) -> bool:
+    """Whether ``flush_secs`` passed since the ``time.monotonic()`` of the last flush."""
+    return time.monotonic() - flushed >= flush_secs
 
 
 class LogFile(logging.FileHandler):
@@ -32,7 +38,7 @@ class LogFile(logging.FileHandler):
             return
         try:
             self.stream.write(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING or time.monotonic() - self.flushed >= self.flush_secs:
+            if record.levelno >= logging.WARNING or _due(self.flushed, self.flush_secs):
                 self.flush()
         except Exception:  # as logging's own handlers do: reported on stderr, never raised into the run
             self.handleError(record)
@@ -40,6 +46,27 @@ class LogFile(logging.FileHandler):
     def flush(self) -> None:
         super().flush()
         self.flushed = time.monotonic()
+
+
+class JsonLines:
+    """``scalars.jsonl``: a JSON object per line, flushed within ``flush_secs`` as the text log."""
+
+    def __init__(self, path: Path, flush_secs: float) -> None:
+        self._file = path.open("a", encoding="utf-8")
+        self.flush_secs = flush_secs
+        self.flushed = time.monotonic()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        if _due(self.flushed, self.flush_secs):
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self.flushed = time.monotonic()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def progress(done: float, total: float | None) -> str:
@@ -66,7 +93,7 @@ def format_scalar(name: str, value: float) -> str:
     return f"{value:.4f}"
 
 
-def close_files(logger: logging.Logger, handler: logging.Handler, json_lines: TextIO) -> None:
+def close_files(logger: logging.Logger, handler: logging.Handler, json_lines: JsonLines) -> None:
     logger.removeHandler(handler)
     handler.close()
     json_lines.close()

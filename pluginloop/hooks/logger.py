@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -10,12 +9,12 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pluginloop.errors import ConfigError
-from pluginloop.hooks._log_output import LogFile, close_files, format_scalar, pop_present, progress
+from pluginloop.hooks._log_output import JsonLines, LogFile, close_files, format_scalar, pop_present, progress
 from pluginloop.hooks.base import Hook
 from pluginloop.hooks.timer import loader_length
 from pluginloop.hub import running_sum, sum_of
@@ -56,12 +55,12 @@ class LoggerHook(Hook):
     It publishes the training ``loss`` to ``runner.message_hub``, as a source: summed each
     iteration (read at once on a CPU run; on another device kept, detached, and summed on its
     device in one operation when the hub is read or every 64 iterations) and handed over
-    whenever the hub is read. Each
-    line publishes ``lr`` (of the first param group, read then) and shows lr, eta, then the
-    window means of every scalar in the hub (time, data_time, loss, grad_norm, ...) and, on
-    CUDA, the peak memory in MB since the previous line. After a val or test loop one line
-    lists its metrics, also published to the hub as ``val/<name>`` / ``test/<name>``. Device
-    values are read only when a line is written. Only rank 0 writes.
+    whenever the hub is read. Each line publishes ``lr`` (of the first param group, read then)
+    and shows lr, eta, then the window means of every scalar in the hub (time, data_time,
+    loss, grad_norm, ...) and, on CUDA, the peak memory in MB since the previous line. After
+    a val or test loop one line lists its metrics, also published to the hub as
+    ``val/<name>`` / ``test/<name>``. Device values are read only when a line is written.
+    Only rank 0 writes.
     """
 
     priority = Priority.BELOW_NORMAL
@@ -100,8 +99,7 @@ class LoggerHook(Hook):
         self._losses = 0
         self._per_epoch: int | None = None  # iterations per train epoch, for the line's header
         self._cpu_run = True  # runner.device is the CPU: every loss is read at once
-        self._json: TextIO | None = None  # json_file, open during a run
-        self._json_flushed = 0.0  # time.monotonic() when it was last flushed
+        self._json: JsonLines | None = None  # json_file's, during a run
         self._log_handler: LogFile | None = None  # the text log's, during a run
         self._close_log: Callable[[], object] = lambda: None  # detaches the text log, once
 
@@ -124,8 +122,7 @@ class LoggerHook(Hook):
         self._log_handler = handler = LogFile(self.log_file, self.flush_secs)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         runner.logger.addHandler(handler)
-        self._json = self.json_file.open("a", encoding="utf-8")  # type: ignore[union-attr]
-        self._json_flushed = time.monotonic()
+        self._json = JsonLines(self.json_file, self.flush_secs)  # type: ignore[arg-type]
         # after_run does not fire when the run raises: the files then close with this hook,
         # instead of copying every later run of the process into the text log.
         self._close_log = weakref.finalize(self, close_files, runner.logger, handler, self._json)
@@ -244,20 +241,15 @@ class LoggerHook(Hook):
         shown = "  ".join(f"{k}: {format_scalar(k, v)}" for k, v in scalars.items())
         runner.logger.info("%s  %s", header, shown)
         if self._json is not None:
-            self._json.write(json.dumps({**record, **scalars}) + "\n")
-            if time.monotonic() - self._json_flushed >= self.flush_secs:
-                self._json.flush()
-                self._json_flushed = time.monotonic()
+            self._json.write({**record, **scalars})
         if record["mode"] != "train":
             self._flush_files()
 
     def _flush_files(self) -> None:
         """Write out what the text log and the JSON lines hold back."""
-        if self._log_handler is not None:
-            self._log_handler.flush()
-        if self._json is not None:
-            self._json.flush()
-            self._json_flushed = time.monotonic()
+        for output in (self._log_handler, self._json):
+            if output is not None:
+                output.flush()
 
 
 #: The design document's name for the same hook.
